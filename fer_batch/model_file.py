@@ -1,0 +1,117 @@
+"""The self-describing model file: a Keras ``.keras`` archive plus fer-batch metadata.
+
+A ``.keras`` file is a zip archive. fer-batch adds one more member,
+``fer_batch.json``, holding what inference needs besides the weights: the
+class names in output order, the input size and colour mode, how face crops
+must be framed, and where the model came from. Keras ignores the extra member,
+so the file still loads with plain ``keras.saving.load_model``.
+
+Pixel scaling lives inside the model (a ``Rescaling`` layer), so callers feed
+raw 0..255 pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fer_batch.errors import ModelError
+
+METADATA_MEMBER = "fer_batch.json"
+FORMAT_VERSION = 1
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a fer-batch model file says about itself."""
+
+    class_names: tuple[str, ...]
+    input_size: tuple[int, int]  # (height, width) in pixels
+    channels: int = 1  # 1 = grayscale input, 3 = BGR input
+    crop_margin: float = 0.2  # extra border around a detector box, as a fraction of its side
+    pixel_range: tuple[float, float] = (0.0, 255.0)  # what the model's input expects
+    name: str = "custom"
+    training: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
+        try:
+            return cls(
+                class_names=tuple(data["class_names"]),
+                input_size=(int(data["input_size"][0]), int(data["input_size"][1])),
+                channels=int(data.get("channels", 1)),
+                crop_margin=float(data.get("crop_margin", 0.2)),
+                pixel_range=tuple(data.get("pixel_range", (0.0, 255.0))),  # type: ignore[arg-type]
+                name=str(data.get("name", "custom")),
+                training=dict(data.get("training", {})),
+                format_version=int(data.get("format_version", FORMAT_VERSION)),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ModelError(f"invalid fer-batch metadata: {exc}") from exc
+
+
+def write_info(path: Path, info: ModelInfo) -> None:
+    """Add (or replace) the metadata member of an existing ``.keras`` archive."""
+    path = Path(path)
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    if METADATA_MEMBER in names:
+        # zipfile cannot replace a member in place: rewrite the archive without it.
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+            for item in src.infolist():
+                if item.filename != METADATA_MEMBER:
+                    dst.writestr(item, src.read(item.filename))
+        tmp.replace(path)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(METADATA_MEMBER, info.to_json())
+
+
+def read_info(path: Path) -> ModelInfo:
+    """Read the metadata of a fer-batch model file without loading TensorFlow."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            raw = zf.read(METADATA_MEMBER)
+    except KeyError as exc:
+        raise ModelError(f"{path} is a Keras file without fer-batch metadata ({METADATA_MEMBER})") from exc
+    except zipfile.BadZipFile as exc:
+        raise ModelError(f"{path} is not a .keras model archive") from exc
+    try:
+        return ModelInfo.from_dict(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: unreadable fer-batch metadata: {exc}") from exc
+
+
+def save_model(model: Any, path: Path, info: ModelInfo) -> Path:
+    """Save a Keras model with its fer-batch metadata; returns the path written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".partial.keras")
+    model.save(tmp)
+    write_info(tmp, info)
+    tmp.replace(path)  # atomic: an interrupted save never leaves a half-written model
+    return path
+
+
+def load_keras_model(path: Path) -> tuple[Any, ModelInfo]:
+    """Load the Keras model and its metadata (imports Keras lazily)."""
+    info = read_info(path)
+    import keras  # noqa: PLC0415 - TensorFlow is heavy; load it only when a model is needed
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a broken archive
+        raise ModelError(f"could not load Keras model {path}: {exc}") from exc
+    return model, info

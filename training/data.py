@@ -1,0 +1,140 @@
+"""Dataset loading: ``<root>/<split>/<class>/*.png`` folders into arrays and tf.data pipelines.
+
+FER2013 is small (28,709 images of 48x48 bytes, about 66 MB), so each split is
+decoded once into a NumPy array and fed to ``tf.data`` from memory: every epoch
+after the first then costs no file I/O or PNG decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from fer_batch.errors import DatasetError
+from fer_batch.sources import IMAGE_SUFFIXES
+
+TRAIN_SPLIT = "train"
+VALIDATION_SPLIT = "validation"
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images of one split as arrays: ``images`` is (N, H, W, 1) uint8, ``labels`` (N,) int."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    files: tuple[str, ...]  # "<class>/<file>" for each image, for error analysis
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        return {name: int(n) for name, n in zip(self.class_names, counts)}
+
+
+def class_folders(split_dir: Path) -> list[str]:
+    """The class names of a split: its sub-folder names, sorted."""
+    if not split_dir.is_dir():
+        raise DatasetError(f"dataset folder not found: {split_dir}")
+    names = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise DatasetError(f"{split_dir} has no class sub-folders (expected {split_dir}/<class>/*.png)")
+    return names
+
+
+def load_image_folder(
+    split_dir: Path,
+    image_size: tuple[int, int] = (48, 48),
+    class_names: Sequence[str] | None = None,
+) -> ImageSet:
+    """Read every image under ``split_dir/<class>/`` as grayscale at ``image_size``.
+
+    ``class_names`` fixes the label order (the training split's order when
+    loading validation data); folders of other names are an error, and a class
+    with no folder simply has no images.
+    """
+    split_dir = Path(split_dir)
+    found = class_folders(split_dir)
+    names = tuple(class_names) if class_names is not None else tuple(found)
+    unknown = sorted(set(found) - set(names))
+    if unknown:
+        raise DatasetError(f"{split_dir} has classes the model does not know: {', '.join(unknown)}")
+    height, width = image_size
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    files: list[str] = []
+    unreadable: list[str] = []
+    for label, name in enumerate(names):
+        folder = split_dir / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                unreadable.append(str(path))
+                continue
+            if img.shape != (height, width):
+                img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+            images.append(img)
+            labels.append(label)
+            files.append(f"{name}/{path.name}")
+    if unreadable:
+        shown = ", ".join(unreadable[:3])
+        raise DatasetError(f"{len(unreadable)} unreadable image(s) in {split_dir}: {shown}")
+    if not images:
+        raise DatasetError(f"no images found under {split_dir}/<class>/")
+    return ImageSet(
+        images=np.stack(images)[..., None],
+        labels=np.asarray(labels, dtype=np.int64),
+        class_names=names,
+        files=tuple(files),
+    )
+
+
+def load_dataset(root: Path, image_size: tuple[int, int] = (48, 48)) -> tuple[ImageSet, ImageSet]:
+    """Load ``root/train`` and ``root/validation`` with one class order."""
+    root = Path(root)
+    for split in (TRAIN_SPLIT, VALIDATION_SPLIT):
+        if not (root / split).is_dir():
+            raise DatasetError(f"{root} needs {split}/<class>/ folders; {root / split} is missing")
+    train = load_image_folder(root / TRAIN_SPLIT, image_size)
+    validation = load_image_folder(root / VALIDATION_SPLIT, image_size, class_names=train.class_names)
+    return train, validation
+
+
+def make_tf_dataset(
+    data: ImageSet,
+    batch_size: int,
+    *,
+    training: bool,
+    augmenter: Any = None,
+    seed: int = 0,
+) -> Any:
+    """A batched ``tf.data.Dataset`` of (float32 images 0..255, one-hot labels).
+
+    Training data is reshuffled every epoch and augmented per batch (batched
+    augmentation is far cheaper than per image on a CPU).
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    num_classes = len(data.class_names)
+    ds = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
+    if training:
+        ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+
+    def to_float(x: Any, y: Any) -> tuple[Any, Any]:
+        return tf.cast(x, tf.float32), tf.one_hot(y, num_classes)
+
+    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augmenter is not None:
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

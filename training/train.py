@@ -1,0 +1,281 @@
+"""``fer-batch train``: fit a model on ``<dataset>/train`` and pick the best epoch on ``<dataset>/validation``.
+
+Training is a generator of :class:`EpochResult` so the caller decides how to
+show progress; every epoch ends with a checkpoint (model and optimizer state)
+and a row in ``history.csv``, so an interrupted run continues with ``resume``.
+
+Output folder::
+
+    model.keras            best epoch by validation accuracy, with fer-batch metadata (pass the folder to --model)
+    history.csv            one row per epoch: loss, accuracy, val_loss, val_accuracy, learning_rate, seconds
+    curves.png             accuracy and loss, train vs validation
+    confusion_matrix.png   validation confusion matrix of model.keras
+    metrics.json           validation metrics of model.keras (same schema as ``fer-batch evaluate``)
+    train_config.json      the options of the run
+    checkpoints/last.keras the latest epoch, with optimizer state, for --resume
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fer_batch.errors import UsageError
+from fer_batch.model_file import ModelInfo, save_model
+from training.data import ImageSet, load_dataset, make_tf_dataset
+from training.metrics import classification_report, format_report
+from training.plots import plot_confusion_matrix, plot_history
+
+MODEL_FILE = "model.keras"
+CHECKPOINT_FILE = "checkpoints/last.keras"
+STATE_FILE = "checkpoints/state.json"
+HISTORY_FILE = "history.csv"
+CONFIG_FILE = "train_config.json"
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run (all have defaults except the paths)."""
+
+    dataset: Path
+    out: Path
+    recipe: str = "compact"
+    epochs: int = 50
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"  # "cosine" decays to 1% over all epochs; "constant" keeps it
+    label_smoothing: float = 0.0
+    class_weights: bool = False  # weight the loss by inverse class frequency
+    augment: bool = True
+    seed: int = 1337
+    image_size: tuple[int, int] = (48, 48)
+    crop_margin: float = 0.2  # stored in the model: how inference frames detector boxes
+    name: str = "custom"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["dataset"] = str(self.dataset)
+        data["out"] = str(self.out)
+        return data
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one finished epoch reports."""
+
+    epoch: int  # 1-based
+    epochs: int
+    metrics: dict[str, float]
+    seconds: float
+    best: bool  # this epoch improved validation accuracy and was saved as model.keras
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    model_path: Path
+    best_epoch: int
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def config_from_json(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a :class:`TrainConfig` written by :meth:`TrainConfig.to_json`."""
+    values = dict(data)
+    values["dataset"] = Path(values["dataset"])
+    values["out"] = Path(values["out"])
+    values["image_size"] = tuple(values["image_size"])
+    return TrainConfig(**values)
+
+
+def _class_weights(data: ImageSet) -> dict[int, float]:
+    counts = np.bincount(data.labels, minlength=len(data.class_names)).astype(float)
+    weights = len(data) / (len(counts) * np.maximum(counts, 1.0))
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def _compile(model: Any, config: TrainConfig, steps_per_epoch: int) -> None:
+    import keras  # noqa: PLC0415
+
+    if config.schedule == "cosine":
+        lr: Any = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.01
+        )
+    elif config.schedule == "constant":
+        lr = config.learning_rate
+    else:
+        raise UsageError(f"unknown schedule {config.schedule!r}; use cosine or constant")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=lr),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+def _current_lr(model: Any) -> float:
+    opt = model.optimizer
+    lr = opt.learning_rate
+    return float(lr.numpy() if hasattr(lr, "numpy") else lr)
+
+
+def _model_info(config: TrainConfig, class_names: Sequence[str], extra: dict[str, Any]) -> ModelInfo:
+    return ModelInfo(
+        class_names=tuple(class_names),
+        input_size=config.image_size,
+        channels=1,
+        crop_margin=config.crop_margin,
+        name=config.name,
+        training={"config": config.to_json(), **extra},
+    )
+
+
+def _load_state(out: Path) -> dict[str, Any]:
+    path = out / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def iter_epochs(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    data: tuple[ImageSet, ImageSet] | None = None,
+) -> Iterator[EpochResult]:
+    """Train epoch by epoch, yielding after each one's checkpoint is on disk.
+
+    ``resume`` continues from ``checkpoints/last.keras``; without it, an output
+    folder that already holds a checkpoint is refused rather than overwritten.
+    ``data`` lets tests pass small in-memory sets instead of a folder.
+    """
+    import keras  # noqa: PLC0415
+
+    out = Path(config.out)
+    state = _load_state(out)
+    if state and not resume:
+        raise UsageError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    if resume and not state:
+        raise UsageError(f"nothing to resume in {out}: no {STATE_FILE}")
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    if resume:
+        # A resumed run keeps every saved option: the learning-rate schedule spans the original epoch count.
+        config = config_from_json(state["config"])
+    keras.utils.set_random_seed(config.seed)
+
+    train_set, val_set = data if data is not None else load_dataset(config.dataset, config.image_size)
+    input_shape = (*config.image_size, 1)
+    steps = math.ceil(len(train_set) / config.batch_size)
+    if resume:
+        model = keras.saving.load_model(out / CHECKPOINT_FILE, compile=True)
+        start = int(state["epochs_done"])
+        best = float(state["best_val_accuracy"])
+    else:
+        from training.models import build_model  # noqa: PLC0415
+
+        try:
+            model = build_model(config.recipe, input_shape, len(train_set.class_names))
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from exc
+        _compile(model, config, steps)
+        start, best = 0, -1.0
+        _write_json(out / CONFIG_FILE, config.to_json())
+
+    augmenter = None
+    if config.augment:
+        from training.models import build_augmenter  # noqa: PLC0415
+
+        augmenter = build_augmenter(config.seed)
+    train_ds = make_tf_dataset(train_set, config.batch_size, training=True, augmenter=augmenter, seed=config.seed)
+    val_ds = make_tf_dataset(val_set, 256, training=False)
+    weights = _class_weights(train_set) if config.class_weights else None
+    history_path = out / HISTORY_FILE
+
+    for epoch in range(start, config.epochs):
+        began = time.perf_counter()
+        fit = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            class_weight=weights,
+            callbacks=list(callbacks),
+            shuffle=False,  # tf.data already reshuffles every epoch
+            verbose=0,
+        )
+        seconds = time.perf_counter() - began
+        metrics = {k: float(v[-1]) for k, v in fit.history.items()}
+        metrics["learning_rate"] = _current_lr(model)
+        improved = metrics.get("val_accuracy", -1.0) > best
+        if improved:
+            best = metrics["val_accuracy"]
+            save_model(model, out / MODEL_FILE, _model_info(config, train_set.class_names, {
+                "epoch": epoch + 1, "val_accuracy": best, "train_images": len(train_set),
+                "validation_images": len(val_set), "machine": platform.machine(),
+                "processor": platform.processor() or platform.machine(),
+            }))
+        model.save(out / CHECKPOINT_FILE)
+        row = {"epoch": epoch + 1, **metrics, "seconds": round(seconds, 1)}
+        pd.DataFrame([row]).to_csv(history_path, mode="a", header=not history_path.exists(), index=False)
+        _write_json(out / STATE_FILE, {"epochs_done": epoch + 1, "best_val_accuracy": best,
+                                       "config": config.to_json()})
+        yield EpochResult(epoch=epoch + 1, epochs=config.epochs, metrics=metrics, seconds=seconds, best=improved)
+
+
+def write_report(out: Path, validation: ImageSet | None = None, batch_size: int = 256) -> dict[str, Any]:
+    """Curves, validation metrics and confusion matrix of the best model in ``out``."""
+    from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
+
+    out = Path(out)
+    history = pd.read_csv(out / HISTORY_FILE)
+    plot_history(history, out / "curves.png", title=f"Training: {out.name}")
+    classifier = EmotionClassifier.load(out / MODEL_FILE)
+    if validation is None:
+        config = json.loads((out / CONFIG_FILE).read_text())
+        from training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
+
+        validation = load_image_folder(Path(config["dataset"]) / VALIDATION_SPLIT, tuple(config["image_size"]),
+                                       class_names=classifier.class_names)
+    probs = classifier.predict_proba(validation.images, batch_size=batch_size)
+    report = classification_report(validation.labels, probs.argmax(axis=1), classifier.class_names)
+    _write_json(out / "metrics.json", report)
+    plot_confusion_matrix(report["confusion_matrix"], classifier.class_names, out / "confusion_matrix.png",
+                          title=f"Validation confusion matrix (accuracy {report['accuracy']:.4f})")
+    return report
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Train to the last epoch, then write the report; the library entry point behind ``fer-batch train``."""
+    best_epoch = 0
+    for result in iter_epochs(config, resume=resume, callbacks=callbacks):
+        if result.best:
+            best_epoch = result.epoch
+        if on_epoch is not None:
+            on_epoch(result)
+    report = write_report(config.out)
+    if not best_epoch:
+        best_epoch = int(pd.read_csv(Path(config.out) / HISTORY_FILE)["val_accuracy"].idxmax()) + 1
+    return TrainResult(out=Path(config.out), model_path=Path(config.out) / MODEL_FILE, best_epoch=best_epoch,
+                       report=report)
+
+
+__all__ = ["TrainConfig", "EpochResult", "TrainResult", "iter_epochs", "run_training", "write_report",
+           "format_report"]
