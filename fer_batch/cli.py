@@ -9,11 +9,16 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, TextIO
 
 import typer
 
+from fer_batch.classify import DEFAULT_BATCH_SIZE
+from fer_batch.detect import DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLD, DetectorName
 from fer_batch.errors import ExitCode, FerBatchError
+from fer_batch.models import DEFAULT_MODEL
+from fer_batch.records import Status
+from fer_batch.writers import OutputFormat, format_for_path, get_writer
 
 app = typer.Typer(
     name="fer-batch",
@@ -42,6 +47,90 @@ def _setup_logging(quiet: bool, verbose: bool = False) -> None:
 def _fail(exc: FerBatchError) -> typer.Exit:
     typer.echo(f"fer-batch: error: {exc}", err=True)
     return typer.Exit(int(exc.exit_code))
+
+
+def _open_output(out: str) -> TextIO:
+    if out == "-":
+        return sys.stdout
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("w", newline="", encoding="utf-8")
+
+
+def _show_progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+@app.command()
+def images(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or - for paths "
+                                                     "on stdin, one per line.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output file, or - for stdout.")] = "-",
+    fmt: Annotated[Optional[OutputFormat], typer.Option("--format", "-f", help="Output format; default: from "
+                                                        "--out's extension, csv for stdout.")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Shipped model name, .keras file or training "
+                                                             "output folder.")] = DEFAULT_MODEL,
+    detector: Annotated[DetectorName, typer.Option("--detector", "-d", help="Face detector.")] = DetectorName.MTCNN,
+    min_face_size: Annotated[int, typer.Option(min=8, help="Smallest face to detect, in pixels.")] = (
+        DEFAULT_MIN_FACE_SIZE),
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Minimum MTCNN face confidence.")] = (
+        DEFAULT_THRESHOLD),
+    batch_size: Annotated[int, typer.Option(min=1, help="Faces per classifier call.")] = DEFAULT_BATCH_SIZE,
+    save_crops: Annotated[Optional[Path], typer.Option(help="Write every face crop as a PNG into this folder.",
+                                                       file_okay=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info messages.")] = False,
+) -> None:
+    """Detect faces in images and classify their expressions: one row per face."""
+    _setup_logging(quiet)
+    from fer_batch.pipeline import Analyzer  # noqa: PLC0415 - loads TensorFlow
+    from fer_batch.sources import iter_sources  # noqa: PLC0415
+
+    try:
+        output_format = format_for_path(out, fmt)
+        analyzer = Analyzer(model, detector.value, min_face_size=min_face_size, threshold=threshold,
+                            batch_size=batch_size, save_crops=save_crops)
+    except FerBatchError as exc:
+        raise _fail(exc) from None
+    items = iter_sources(inputs)
+    progress = _show_progress(quiet)
+    if progress and "-" not in inputs:
+        items = list(items)  # a known total for the progress bar; folder listings are cheap
+    summary = _run_and_write(analyzer.analyze_items(items), out, output_format, analyzer.class_names,
+                             progress=progress, total=len(items) if isinstance(items, list) else None, unit="img")
+    raise typer.Exit(int(summary))
+
+
+def _run_and_write(results, out: str, output_format: OutputFormat, class_names, *, progress: bool,  # type: ignore[no-untyped-def]
+                   total: int | None, unit: str, video: bool = False) -> ExitCode:
+    """Stream results into the writer; on Ctrl-C close the writer so the file stays valid."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    counts = {status: 0 for status in Status}
+    faces = 0
+    stream = _open_output(out)
+    writer = get_writer(output_format, stream, class_names, video=video)
+    bar = tqdm(total=total, unit=unit, disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    interrupted = False
+    try:
+        for result in results:
+            writer.write(result)
+            counts[result.status] += 1
+            faces += len(result.faces)
+            bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        writer.close()
+        if stream is not sys.stdout:
+            stream.close()
+    log.info("%d input(s): %d with faces (%d faces), %d without a face, %d unreadable%s",
+             sum(counts.values()), counts[Status.OK], faces, counts[Status.NO_FACE], counts[Status.ERROR],
+             "" if out == "-" else f"; results in {out}")
+    if interrupted:
+        log.warning("interrupted: the output holds the %d input(s) finished so far", writer.count)
+        return ExitCode.INTERRUPTED
+    return ExitCode.INPUT_ERRORS if counts[Status.ERROR] else ExitCode.OK
 
 
 @app.command()

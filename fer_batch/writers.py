@@ -1,0 +1,173 @@
+"""Result writers, one class per format, picked by name or by the output file's extension.
+
+Writers take :class:`~fer_batch.records.FrameResult` records and a text
+stream. CSV and JSON Lines write (and flush) each record as it arrives; JSON
+writes one array whose closing bracket is added by :meth:`close`, which the
+pipeline calls even after Ctrl-C, so the file is always valid.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from enum import Enum
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+from fer_batch.errors import UsageError
+from fer_batch.records import FaceResult, FrameResult
+
+PROB_DECIMALS = 6  # probabilities are float32 model outputs: more digits would be noise
+
+
+class OutputFormat(str, Enum):
+    CSV = "csv"
+    JSON = "json"
+    JSONL = "jsonl"
+
+
+SUFFIX_FORMATS = {".csv": OutputFormat.CSV, ".json": OutputFormat.JSON, ".jsonl": OutputFormat.JSONL,
+                  ".ndjson": OutputFormat.JSONL}
+
+
+def format_for_path(path: str | Path | None, explicit: str | OutputFormat | None = None) -> OutputFormat:
+    """``explicit`` if given, else the format named by the path's extension; CSV for stdout or no extension."""
+    if explicit:
+        return OutputFormat(explicit)
+    if path is None or str(path) == "-":
+        return OutputFormat.CSV
+    suffix = Path(str(path)).suffix.lower()
+    if suffix in SUFFIX_FORMATS:
+        return SUFFIX_FORMATS[suffix]
+    raise UsageError(f"cannot tell the output format from {path!s}; use .csv, .json or .jsonl, or pass --format")
+
+
+def _round(value: float | None) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return round(float(value), PROB_DECIMALS)
+
+
+def face_to_dict(face: FaceResult) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "face": face.face,
+        "box": {"x": face.box.x, "y": face.box.y, "w": face.box.w, "h": face.box.h},
+        "det_score": _round(face.det_score),
+        "emotion": face.emotion,
+        "confidence": _round(face.confidence),
+        "probabilities": {k: _round(v) for k, v in face.probabilities.items()},
+    }
+    if face.track is not None:
+        data["track"] = face.track
+    return data
+
+
+def frame_to_dict(result: FrameResult) -> dict[str, Any]:
+    """The JSON object for one image or frame: its status, size, and list of faces."""
+    data: dict[str, Any] = {"source": result.source}
+    if result.frame is not None:
+        data["frame"] = result.frame
+        data["time_s"] = _round(result.time_s)
+    data.update({
+        "status": result.status.value,
+        "error": result.error,
+        "width": result.width,
+        "height": result.height,
+        "faces": [face_to_dict(f) for f in result.faces],
+    })
+    return data
+
+
+class ResultWriter:
+    """Base class: ``write`` each record, then ``close`` once (idempotent)."""
+
+    def __init__(self, stream: TextIO, class_names: Sequence[str], video: bool = False) -> None:
+        self.stream = stream
+        self.class_names = tuple(class_names)
+        self.video = video
+        self.closed = False
+        self.count = 0
+
+    def write(self, result: FrameResult) -> None:
+        self._write(result)
+        self.count += 1
+        self.stream.flush()
+
+    def _write(self, result: FrameResult) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if not self.closed:
+            self._close()
+            self.stream.flush()
+            self.closed = True
+
+    def _close(self) -> None:
+        pass
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CsvWriter(ResultWriter):
+    """One row per face; an input without faces gets one row with its status and an empty face index."""
+
+    def __init__(self, stream: TextIO, class_names: Sequence[str], video: bool = False) -> None:
+        super().__init__(stream, class_names, video)
+        lead = ["source", "frame", "time_s", "track"] if video else ["source"]
+        self.columns = [*lead, "face", "x", "y", "w", "h", "det_score", "emotion", "confidence",
+                        *self.class_names, "status", "error"]
+        self._csv = csv.DictWriter(stream, fieldnames=self.columns, lineterminator="\n")
+        self._csv.writeheader()
+
+    def _write(self, result: FrameResult) -> None:
+        base: dict[str, Any] = {"source": result.source, "status": result.status.value, "error": result.error or ""}
+        if self.video:
+            base["frame"] = result.frame
+            base["time_s"] = "" if result.time_s is None else f"{result.time_s:.3f}"
+        if not result.faces:
+            self._csv.writerow(base)
+            return
+        for face in result.faces:
+            row = dict(base)
+            row.update({"face": face.face, "x": face.box.x, "y": face.box.y, "w": face.box.w, "h": face.box.h,
+                        "det_score": _round(face.det_score), "emotion": face.emotion,
+                        "confidence": _round(face.confidence)})
+            if self.video:
+                row["track"] = "" if face.track is None else face.track
+            row.update({name: _round(face.probabilities.get(name)) for name in self.class_names})
+            self._csv.writerow(row)
+
+
+class JsonLinesWriter(ResultWriter):
+    """One JSON object per input (or frame) per line."""
+
+    def _write(self, result: FrameResult) -> None:
+        self.stream.write(json.dumps(frame_to_dict(result)) + "\n")
+
+
+class JsonWriter(ResultWriter):
+    """A JSON array of per-input objects, streamed element by element."""
+
+    def _write(self, result: FrameResult) -> None:
+        self.stream.write("[\n" if self.count == 0 else ",\n")
+        self.stream.write(json.dumps(frame_to_dict(result), indent=None))
+
+    def _close(self) -> None:
+        self.stream.write("[]\n" if self.count == 0 else "\n]\n")
+
+
+WRITERS: dict[OutputFormat, type[ResultWriter]] = {
+    OutputFormat.CSV: CsvWriter,
+    OutputFormat.JSON: JsonWriter,
+    OutputFormat.JSONL: JsonLinesWriter,
+}
+
+
+def get_writer(fmt: str | OutputFormat, stream: TextIO, class_names: Sequence[str], video: bool = False) -> ResultWriter:
+    """The writer for a format name."""
+    return WRITERS[OutputFormat(fmt)](stream, class_names, video=video)
