@@ -67,5 +67,5 @@ class EmotionClassifier:
         forward = self._compiled()
         for start in range(0, n, step):
             chunk = np.ascontiguousarray(crops[start : start + step], dtype=np.float32)
-            out[start : start + chunk.shape[0]] = np.asarray(forward(chunk))
+            out[start : start + chunk.shape[0]] = forward(chunk).numpy()
         return out

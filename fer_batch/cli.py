@@ -36,6 +36,9 @@ def _root() -> None:
 
 
 def _setup_logging(quiet: bool, verbose: bool = False) -> None:
+    from fer_batch.runtime import import_tensorflow_quietly  # noqa: PLC0415
+
+    import_tensorflow_quietly()  # every command but --help needs it; load it before any output
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("fer-batch: %(message)s"))
@@ -177,6 +180,29 @@ def train(
     if not quiet:
         typer.echo(format_report(result.report), err=True)
     log.info("best epoch %d; model written to %s", result.best_epoch, result.model_path)
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Argument(help="Folder of labelled face crops: DIR/<class>/*.png.",
+                                         exists=True, file_okay=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="Shipped model name, .keras file or training "
+                                                             "output folder.")] = DEFAULT_MODEL,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (metrics.json, confusion_matrix.png).")
+                   ] = Path("evaluation"),
+    batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_BATCH_SIZE,
+) -> None:
+    """Score a model on labelled face crops: accuracy, macro F1, per-class metrics, confusion matrix."""
+    _setup_logging(False)
+    from training.evaluate import evaluate_folder  # noqa: PLC0415
+    from training.metrics import format_report  # noqa: PLC0415
+
+    try:
+        result = evaluate_folder(data, model, out, batch_size=batch_size)
+    except FerBatchError as exc:
+        raise _fail(exc) from None
+    typer.echo(format_report(result.report))
+    log.info("report written to %s and %s", result.metrics_path, result.confusion_path)
 
 
 def main() -> None:

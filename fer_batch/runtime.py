@@ -1,0 +1,36 @@
+"""Loading TensorFlow without its start-up noise on the terminal.
+
+TensorFlow's C++ core prints several lines to stderr when it is imported and
+when it first looks for a GPU (oneDNN notices, "could not find cuda drivers",
+a cuInit error on machines without one), before any logging setting applies.
+In a tool whose stderr carries the user's messages and progress bar, those
+lines are noise, so the CLI imports TensorFlow with file descriptor 2 pointed
+at /dev/null for that moment only. Errors raised by the import still surface
+as Python exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+
+def import_tensorflow_quietly() -> Any:
+    """Import TensorFlow (once) and probe its devices with C-level stderr silenced; returns the module."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf  # noqa: PLC0415
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tf

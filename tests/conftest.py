@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny model built in the test session, drawn images, and the optional ../shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_MEDIA = REPO / "sample_media"
+SHARED = Path(os.environ.get("FER_BATCH_SHARED", REPO.parent / "shared")).resolve()
+
+
+def shared_path(*parts: str) -> Path:
+    """A path inside ../shared, or skip the test with the reason when it is absent (a user's clone)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the project's shared data beside the repo); absent here")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small untrained fer-batch model file (7 classes, 48x48 grayscale); fast to build and run."""
+    import keras
+
+    from fer_batch.model_file import EMOTIONS, ModelInfo, save_model
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(len(EMOTIONS), activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    save_model(model, path, ModelInfo(class_names=EMOTIONS, input_size=(48, 48), name="tiny-test"))
+    return path
+
+
+@pytest.fixture()
+def drawn_face() -> np.ndarray:
+    """A BGR image of a cartoon face (for code that only needs pixels, not a detector)."""
+    import cv2
+
+    img = np.full((120, 160, 3), 200, np.uint8)
+    cv2.ellipse(img, (80, 60), (35, 45), 0, 0, 360, (150, 170, 210), -1)
+    cv2.circle(img, (67, 50), 5, (40, 40, 40), -1)
+    cv2.circle(img, (93, 50), 5, (40, 40, 40), -1)
+    cv2.ellipse(img, (80, 78), (15, 7), 0, 0, 180, (40, 40, 120), 2)
+    return img

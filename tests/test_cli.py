@@ -1,0 +1,76 @@
+"""The command line through its real entry point (a subprocess running the installed ``fer-batch``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import SAMPLE_MEDIA
+
+
+def fer_batch(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("fer-batch")
+    cmd = [exe] if exe else [sys.executable, "-m", "fer_batch"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([*cmd, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+def test_help_is_fast_and_lists_commands() -> None:
+    began = time.perf_counter()
+    proc = fer_batch("--help")
+    assert proc.returncode == 0
+    for command in ("images", "train", "evaluate"):
+        assert command in proc.stdout
+    assert time.perf_counter() - began < 10  # no TensorFlow import for --help
+
+
+def test_images_to_stdout_with_bad_inputs(tiny_model_path: Path, tmp_path: Path) -> None:
+    zero = tmp_path / "zero.jpg"
+    zero.write_bytes(b"")
+    fake = tmp_path / "notes.png"
+    fake.write_text("not an image")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = fer_batch("images", SAMPLE_MEDIA / "two_people_composite.jpg", SAMPLE_MEDIA / "chelsea_cat.png",
+                     zero, fake, empty, tmp_path / "missing.jpg", "--model", tiny_model_path, "--out", "-")
+    assert proc.returncode == 1, proc.stderr  # some inputs failed: documented exit code 1
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    statuses = [(Path(r["source"]).name, r["status"]) for r in rows]
+    assert statuses == [("two_people_composite.jpg", "ok"), ("two_people_composite.jpg", "ok"),
+                        ("chelsea_cat.png", "no_face"), ("zero.jpg", "error"), ("notes.png", "error"),
+                        ("empty", "error"), ("missing.jpg", "error")]
+    assert "zero.jpg: empty file" in proc.stderr  # the reason is logged on stderr, not in the data stream
+    assert "Could not find cuda" not in proc.stderr  # TensorFlow start-up noise stays hidden
+
+
+def test_images_json_file_and_paths_on_stdin(tiny_model_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "res" / "results.json"
+    paths = f"{SAMPLE_MEDIA / 'grace_hopper.jpg'}\n{SAMPLE_MEDIA / 'chelsea_cat.png'}\n"
+    proc = fer_batch("images", "-", "--model", tiny_model_path, "--out", out, "--quiet", stdin=paths)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert [d["status"] for d in data] == ["ok", "no_face"]
+    assert set(data[0]["faces"][0]["probabilities"]) == {"angry", "disgust", "fear", "happy", "neutral", "sad",
+                                                         "surprise"}
+    assert proc.stdout == ""
+
+
+def test_unknown_model_is_a_clear_error() -> None:
+    proc = fer_batch("images", SAMPLE_MEDIA, "--model", "no-such-model")
+    assert proc.returncode == 3
+    assert "no model 'no-such-model'" in proc.stderr
+
+
+def test_bad_output_extension_is_a_usage_error(tiny_model_path: Path) -> None:
+    proc = fer_batch("images", SAMPLE_MEDIA, "--model", tiny_model_path, "--out", "results.txt")
+    assert proc.returncode == 2 and "--format" in proc.stderr

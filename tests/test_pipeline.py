@@ -1,0 +1,90 @@
+"""The Analyzer API: files in, one record per input, faces classified in batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pytest
+
+from fer_batch.classify import EmotionClassifier
+from fer_batch.pipeline import Analyzer
+from fer_batch.records import Box, Detection, Status
+
+from .conftest import SAMPLE_MEDIA
+
+
+class FixedDetector:
+    """Returns the same two boxes for every image: isolates the pipeline from detection."""
+
+    name = "fixed"
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        self.calls.append(len(images))
+        return [[Detection(Box(0, 0, 20, 20), 0.9), Detection(Box(20, 20, 30, 30), 0.8)] for _ in images]
+
+
+class CountingClassifier(EmotionClassifier):
+    def __init__(self, base: EmotionClassifier) -> None:
+        super().__init__(base.model, base.info, base.batch_size)
+        self.calls: list[int] = []
+
+    def predict_proba(self, crops: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        self.calls.append(len(crops))
+        return super().predict_proba(crops, batch_size)
+
+
+def _images(tmp_path: Path, n: int) -> list[Path]:
+    import cv2
+
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"img{i:02d}.png"
+        cv2.imwrite(str(p), np.full((60, 60, 3), 10 * i, np.uint8))
+        paths.append(p)
+    return paths
+
+
+def test_faces_of_many_images_are_classified_together(tiny_model_path: Path, tmp_path: Path) -> None:
+    clf = CountingClassifier(EmotionClassifier.load(tiny_model_path))
+    det = FixedDetector()
+    analyzer = Analyzer(clf, det, chunk_size=8)
+    results = list(analyzer.analyze_paths([tmp_path] if _images(tmp_path, 20) else []))
+    assert len(results) == 20 and all(r.status is Status.OK and len(r.faces) == 2 for r in results)
+    assert det.calls == [8, 8, 4]
+    assert clf.calls == [16, 16, 8]  # one classifier call per chunk, never one per face
+    face = results[0].faces[1]
+    assert face.face == 1 and face.det_score == 0.8
+    assert face.emotion == max(face.probabilities, key=face.probabilities.get)
+    assert sum(face.probabilities.values()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_every_input_appears_once_in_order_with_its_status(tiny_model_path: Path, tmp_path: Path) -> None:
+    good = _images(tmp_path, 2)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"")
+    analyzer = Analyzer(tiny_model_path, "mtcnn", chunk_size=2)
+    results = list(analyzer.analyze_paths([good[0], bad, tmp_path / "missing.png", good[1]]))
+    assert [r.status for r in results] == [Status.NO_FACE, Status.ERROR, Status.ERROR, Status.NO_FACE]
+    assert results[1].error == "empty file (0 bytes)"
+    assert results[0].width == 60
+
+
+def test_real_photos_with_a_real_detector(tiny_model_path: Path, tmp_path: Path) -> None:
+    crops = tmp_path / "crops"
+    analyzer = Analyzer(tiny_model_path, save_crops=crops)
+    results = {Path(r.source).name: r for r in analyzer.analyze_paths([SAMPLE_MEDIA])}
+    assert len(results["two_people_composite.jpg"].faces) == 2
+    assert results["chelsea_cat.png"].status is Status.NO_FACE
+    assert results["grace_hopper.jpg"].status is Status.OK
+    assert len(list(crops.glob("*.png"))) == 4  # one crop per face found
+
+
+def test_analyze_array(tiny_model_path: Path) -> None:
+    analyzer = Analyzer(tiny_model_path, FixedDetector())
+    result = analyzer.analyze_array(np.zeros((64, 64, 3), np.uint8))
+    assert result.status is Status.OK and len(result.faces) == 2 and result.width == 64

@@ -1,0 +1,93 @@
+"""Training, checkpoints and resume, the report, and `evaluate`, on a tiny drawn dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_batch.classify import EmotionClassifier
+from fer_batch.errors import DatasetError, UsageError
+from fer_batch.model_file import EMOTIONS, read_info
+from training.data import load_dataset
+from training.evaluate import evaluate_folder
+from training.models import RECIPES, build_augmenter, build_model
+from training.train import TrainConfig, iter_epochs, run_training
+
+
+def _write_dataset(root: Path, per_class: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "validation"):
+        for label, name in enumerate(EMOTIONS):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                img = rng.integers(0, 60, (48, 48), dtype=np.uint8)
+                cv2.circle(img, (24, 24), 4 + 3 * label, 255, -1)  # class = disc size: learnable
+                cv2.imwrite(str(folder / f"{i}.png"), img)
+    return root
+
+
+@pytest.fixture()
+def dataset(tmp_path: Path) -> Path:
+    return _write_dataset(tmp_path / "data")
+
+
+def test_dataset_layout_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="validation"):
+        (tmp_path / "train" / "happy").mkdir(parents=True)
+        load_dataset(tmp_path)
+
+
+def test_recipes_take_raw_pixels_and_output_probabilities() -> None:
+    for recipe in RECIPES:
+        model = build_model(recipe, (48, 48, 1), 7)
+        probs = model(np.full((2, 48, 48, 1), 255.0, np.float32), training=False).numpy()
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    aug = build_augmenter(0)(np.full((4, 48, 48, 1), 100.0, np.float32), training=True)
+    assert tuple(aug.shape) == (4, 48, 48, 1)
+
+
+def test_train_writes_a_usable_model_folder(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run_training(TrainConfig(dataset=dataset, out=out, epochs=2, batch_size=8, name="unit"))
+    for name in ("model.keras", "history.csv", "curves.png", "confusion_matrix.png", "metrics.json",
+                 "train_config.json", "checkpoints/last.keras"):
+        assert (out / name).is_file(), name
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(history.columns)
+    info = read_info(out / "model.keras")
+    assert info.class_names == EMOTIONS and info.name == "unit" and info.training["epoch"] == result.best_epoch
+    assert result.report["count"] == 28
+    # The folder is ready for --model.
+    assert EmotionClassifier.load(out / "model.keras").predict_proba(np.zeros((1, 48, 48))).shape == (1, 7)
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = TrainConfig(dataset=dataset, out=out, epochs=3, batch_size=8)
+    for result in iter_epochs(config):
+        break  # "Ctrl-C" after the first epoch's checkpoint
+    assert result.epoch == 1
+    with pytest.raises(UsageError, match="--resume"):
+        next(iter_epochs(config))  # a fresh run must not overwrite the interrupted one
+    done = [r.epoch for r in iter_epochs(TrainConfig(dataset=dataset, out=out), resume=True)]
+    assert done == [2, 3]
+    assert list(pd.read_csv(out / "history.csv")["epoch"]) == [1, 2, 3]
+    with pytest.raises(UsageError, match="nothing to resume"):
+        next(iter_epochs(TrainConfig(dataset=dataset, out=tmp_path / "other"), resume=True))
+
+
+def test_evaluate_writes_metrics_and_chart(dataset: Path, tiny_model_path: Path, tmp_path: Path) -> None:
+    result = evaluate_folder(dataset / "validation", tiny_model_path, tmp_path / "report")
+    metrics = json.loads(result.metrics_path.read_text())
+    assert metrics["count"] == 28
+    assert set(metrics) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix"}
+    assert np.array(metrics["confusion_matrix"]).sum() == 28
+    assert set(metrics["per_class"]["sad"]) == {"precision", "recall", "f1", "support"}
+    assert result.confusion_path.stat().st_size > 1000

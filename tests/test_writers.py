@@ -1,0 +1,86 @@
+"""Writers: one per format, streaming, always valid output."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from fer_batch.errors import UsageError
+from fer_batch.records import Box, FaceResult, FrameResult, Status
+from fer_batch.writers import OutputFormat, format_for_path, get_writer
+
+CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+def _face(i: int, emotion: str = "happy") -> FaceResult:
+    probs = {c: (0.94 if c == emotion else 0.01) for c in CLASSES}
+    return FaceResult(face=i, box=Box(10 * i, 5, 20, 22), det_score=0.99, emotion=emotion, confidence=0.94,
+                      probabilities=probs)
+
+
+RESULTS = [
+    FrameResult("a/x.jpg", Status.OK, (_face(0), _face(1, "sad")), width=100, height=80),
+    FrameResult("b/x.jpg", Status.NO_FACE, width=50, height=50),
+    FrameResult("c.png", Status.ERROR, error="empty file (0 bytes)"),
+]
+
+
+def test_csv_one_row_per_face_plus_status_rows() -> None:
+    buf = io.StringIO()
+    with get_writer("csv", buf, CLASSES) as w:
+        for r in RESULTS:
+            w.write(r)
+    rows = list(csv.DictReader(io.StringIO(buf.getvalue())))
+    assert list(rows[0])[:9] == ["source", "face", "x", "y", "w", "h", "det_score", "emotion", "confidence"]
+    assert list(rows[0])[9:] == [*CLASSES, "status", "error"]
+    assert [(r["source"], r["face"], r["status"]) for r in rows] == [
+        ("a/x.jpg", "0", "ok"), ("a/x.jpg", "1", "ok"), ("b/x.jpg", "", "no_face"), ("c.png", "", "error")]
+    assert rows[1]["emotion"] == "sad" and float(rows[1]["sad"]) == pytest.approx(0.94)
+    assert rows[3]["error"] == "empty file (0 bytes)"
+
+
+def test_video_csv_has_frame_time_and_track() -> None:
+    buf = io.StringIO()
+    w = get_writer("csv", buf, CLASSES, video=True)
+    w.write(FrameResult("v.mp4", Status.OK, (FaceResult(0, Box(1, 2, 3, 4), 0.9, "happy", 0.9,
+                                                        {c: 0.1 for c in CLASSES}, track=7),),
+                        frame=12, time_s=0.48))
+    row = next(csv.DictReader(io.StringIO(buf.getvalue())))
+    assert (row["frame"], row["time_s"], row["track"]) == ("12", "0.480", "7")
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_json_is_valid_after_close_whatever_was_written(count: int) -> None:
+    buf = io.StringIO()
+    w = get_writer(OutputFormat.JSON, buf, CLASSES)
+    for r in RESULTS[:count]:
+        w.write(r)
+    w.close()
+    w.close()  # idempotent
+    data = json.loads(buf.getvalue())
+    assert len(data) == count
+    if count:
+        assert data[0]["faces"][1]["emotion"] == "sad" and data[0]["faces"][0]["box"] == {
+            "x": 0, "y": 5, "w": 20, "h": 22}
+
+
+def test_jsonl_one_object_per_input() -> None:
+    buf = io.StringIO()
+    w = get_writer("jsonl", buf, CLASSES)
+    for r in RESULTS:
+        w.write(r)
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert [d["status"] for d in lines] == ["ok", "no_face", "error"]
+    assert lines[1]["faces"] == []
+
+
+def test_format_from_extension_or_flag() -> None:
+    assert format_for_path("out/r.JSON") is OutputFormat.JSON
+    assert format_for_path("r.jsonl") is OutputFormat.JSONL
+    assert format_for_path("-") is OutputFormat.CSV
+    assert format_for_path("r.txt", "jsonl") is OutputFormat.JSONL
+    with pytest.raises(UsageError):
+        format_for_path("r.txt")
