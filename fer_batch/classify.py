@@ -18,6 +18,8 @@ class EmotionClassifier:
     Inference goes through one ``tf.function`` traced once for any batch size,
     so every call runs the graph directly, without ``Model.predict``'s
     per-call overhead (several times slower for batches of a few hundred).
+    A model whose metadata sets ``flip_average`` is also run on the mirrored
+    crops, and the two probability vectors are averaged.
     """
 
     def __init__(self, model: Any, info: ModelInfo, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
@@ -47,7 +49,19 @@ class EmotionClassifier:
 
             height, width = self.info.input_size
             spec = tf.TensorSpec((None, height, width, self.info.channels), tf.float32)
-            self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+            model = self.model
+
+            if self.info.flip_average:
+                # Test-time augmentation: one model call on the crops and their mirror images together.
+                def forward(x: Any) -> Any:
+                    n = tf.shape(x)[0]
+                    probs = model(tf.concat([x, tf.reverse(x, axis=[2])], axis=0), training=False)
+                    return (probs[:n] + probs[n:]) / 2.0
+            else:
+                def forward(x: Any) -> Any:
+                    return model(x, training=False)
+
+            self._forward = tf.function(forward, input_signature=[spec])
         return self._forward
 
     def predict_proba(self, crops: np.ndarray, batch_size: int | None = None) -> np.ndarray:

@@ -34,6 +34,7 @@ class ModelInfo:
     channels: int = 1  # 1 = grayscale input, 3 = BGR input
     crop_margin: float = 0.2  # extra border around a detector box, as a fraction of its side
     pixel_range: tuple[float, float] = (0.0, 255.0)  # what the model's input expects
+    flip_average: bool = False  # average the probabilities of each crop and its mirror image
     name: str = "custom"
     training: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -51,6 +52,7 @@ class ModelInfo:
                 channels=int(data.get("channels", 1)),
                 crop_margin=float(data.get("crop_margin", 0.2)),
                 pixel_range=tuple(data.get("pixel_range", (0.0, 255.0))),  # type: ignore[arg-type]
+                flip_average=bool(data.get("flip_average", False)),
                 name=str(data.get("name", "custom")),
                 training=dict(data.get("training", {})),
                 format_version=int(data.get("format_version", FORMAT_VERSION)),

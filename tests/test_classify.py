@@ -30,3 +30,17 @@ def test_empty_and_wrong_shapes(tiny_model_path: Path) -> None:
     assert clf.predict_proba(np.zeros((0, 48, 48, 1))).shape == (0, 7)
     with pytest.raises(ValueError, match="shape"):
         clf.predict_proba(np.zeros((2, 32, 32)))
+
+
+def test_flip_average_is_symmetric(tiny_model_path: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from fer_batch.model_file import read_info
+
+    base = EmotionClassifier.load(tiny_model_path)
+    flip = EmotionClassifier(base.model, replace(read_info(tiny_model_path), flip_average=True))
+    crops = np.random.default_rng(2).integers(0, 256, (5, 48, 48, 1), dtype=np.uint8)
+    mirrored = crops[:, :, ::-1]
+    np.testing.assert_allclose(flip.predict_proba(crops), flip.predict_proba(mirrored), rtol=1e-4, atol=1e-6)
+    expected = (base.predict_proba(crops) + base.predict_proba(mirrored)) / 2
+    np.testing.assert_allclose(flip.predict_proba(crops), expected, rtol=1e-4, atol=1e-6)
