@@ -104,8 +104,12 @@ def images(
 
 
 def _run_and_write(results, out: str, output_format: OutputFormat, class_names, *, progress: bool,  # type: ignore[no-untyped-def]
-                   total: int | None, unit: str, video: bool = False) -> ExitCode:
-    """Stream results into the writer; on Ctrl-C close the writer so the file stays valid."""
+                   total: int | None, unit: str, video: bool = False, advance=None,
+                   noun: str = "input(s)") -> ExitCode:
+    """Stream results into the writer; on Ctrl-C close the writer so the file stays valid.
+
+    ``advance(bar, result)`` moves the progress bar for one result (default: one step per result).
+    """
     from tqdm import tqdm  # noqa: PLC0415
 
     counts = {status: 0 for status in Status}
@@ -119,7 +123,10 @@ def _run_and_write(results, out: str, output_format: OutputFormat, class_names, 
             writer.write(result)
             counts[result.status] += 1
             faces += len(result.faces)
-            bar.update(1)
+            if advance is None:
+                bar.update(1)
+            else:
+                advance(bar, result)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -127,13 +134,99 @@ def _run_and_write(results, out: str, output_format: OutputFormat, class_names, 
         writer.close()
         if stream is not sys.stdout:
             stream.close()
-    log.info("%d input(s): %d with faces (%d faces), %d without a face, %d unreadable%s",
-             sum(counts.values()), counts[Status.OK], faces, counts[Status.NO_FACE], counts[Status.ERROR],
+    log.info("%d %s: %d with faces (%d faces), %d without a face, %d unreadable%s",
+             sum(counts.values()), noun, counts[Status.OK], faces, counts[Status.NO_FACE], counts[Status.ERROR],
              "" if out == "-" else f"; results in {out}")
     if interrupted:
-        log.warning("interrupted: the output holds the %d input(s) finished so far", writer.count)
+        log.warning("interrupted: the output holds the %d %s finished so far", writer.count, noun)
         return ExitCode.INTERRUPTED
     return ExitCode.INPUT_ERRORS if counts[Status.ERROR] else ExitCode.OK
+
+
+class _TimeProgress:
+    """Moves a progress bar by the position in the current video, in seconds; one bar run per video."""
+
+    def __init__(self) -> None:
+        self.source: str | None = None
+
+    def __call__(self, bar, result) -> None:  # type: ignore[no-untyped-def]
+        if result.source != self.source:
+            self.source = result.source
+            total = result.extra.get("duration_s")
+            bar.bar_format = ("{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]"
+                              if total else "{desc}{n:.1f} s [{elapsed}]")
+            bar.set_description(Path(result.source).name, refresh=False)
+            bar.reset(total=total)
+        if result.time_s is not None and result.time_s > bar.n:
+            bar.update(result.time_s - bar.n)
+
+
+@app.command()
+def video(
+    inputs: Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively for video "
+                                                     "suffixes) or - for paths on stdin, one per line.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output file, or - for stdout.")] = "-",
+    fmt: Annotated[Optional[OutputFormat], typer.Option("--format", "-f", help="Output format; default: from "
+                                                        "--out's extension, csv for stdout.")] = None,
+    fps: Annotated[Optional[float], typer.Option(help="Analyse at most this many frames per second of video "
+                                                      "(default: 5, unless --every is given).",
+                                                 show_default=False)] = None,
+    every: Annotated[Optional[int], typer.Option(min=1, help="Analyse every Nth frame (--every 1: all frames).",
+                                                 show_default=False)] = None,
+    plot: Annotated[bool, typer.Option("--plot", help="Write an emotion-over-time PNG per video, beside --out "
+                                                      "(current folder for stdout).")] = False,
+    plot_path: Annotated[Optional[Path], typer.Option(help="Chart file (.png) or folder; implies --plot.")] = None,
+    smooth: Annotated[float, typer.Option(min=0.0, help="Smooth chart lines over this many seconds (0: off).")] = 0.0,
+    summary_path: Annotated[Optional[Path], typer.Option("--summary", help="Write per-track summaries here "
+                                                         "(.csv or .json).")] = None,
+    annotate: Annotated[Optional[Path], typer.Option(help="Write a copy of the video with boxes, track IDs and "
+                                                          "expressions to this .mp4 (one per video).",
+                                                     dir_okay=False)] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Shipped model name, .keras file or training "
+                                                             "output folder.")] = DEFAULT_MODEL,
+    detector: Annotated[DetectorName, typer.Option("--detector", "-d", help="Face detector.")] = DetectorName.MTCNN,
+    min_face_size: Annotated[int, typer.Option(min=8, help="Smallest face to detect, in pixels.")] = (
+        DEFAULT_MIN_FACE_SIZE),
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Minimum MTCNN face confidence.")] = (
+        DEFAULT_THRESHOLD),
+    batch_size: Annotated[int, typer.Option(min=1, help="Faces per classifier call.")] = DEFAULT_BATCH_SIZE,
+    save_crops: Annotated[Optional[Path], typer.Option(help="Write every face crop as a PNG into this folder.",
+                                                       file_okay=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary table or info "
+                                                              "messages.")] = False,
+) -> None:
+    """Faces and expressions over time in videos: one row per face per analysed frame, with a track ID."""
+    _setup_logging(quiet)
+    from fer_batch.pipeline import Analyzer  # noqa: PLC0415 - loads TensorFlow
+    from fer_batch.sources import iter_sources  # noqa: PLC0415
+    from fer_batch.video import VIDEO_SUFFIXES, Sampling, VideoAnalyzer  # noqa: PLC0415
+    from fer_batch.video_outputs import VideoOutputs  # noqa: PLC0415
+
+    stdin = "-" in inputs
+    items = iter_sources(inputs, suffixes=VIDEO_SUFFIXES)
+    if not stdin:
+        items = list(items)  # names the per-video charts and copies; folder listings are cheap
+    try:
+        output_format = format_for_path(out, fmt)
+        sampling = Sampling.from_options(fps, every)
+        chart = plot_path if plot_path is not None else VideoOutputs.default_plot_path(out) if plot else None
+        outputs = VideoOutputs(plot=chart, smooth_s=smooth, annotate=annotate, summary=summary_path,
+                               sources=None if stdin else [item.source for item in items])  # type: ignore[union-attr]
+        analyzer = Analyzer(model, detector.value, min_face_size=min_face_size, threshold=threshold,
+                            batch_size=batch_size, save_crops=save_crops)
+    except FerBatchError as exc:
+        raise _fail(exc) from None
+    log.info("sampling: %s", sampling.describe())
+    results = outputs.run(VideoAnalyzer(analyzer, sampling), items)
+    code = _run_and_write(results, out, output_format, analyzer.class_names, progress=_show_progress(quiet),
+                          total=None, unit="s", video=True, advance=_TimeProgress(), noun="frame(s)")
+    results.close()  # after Ctrl-C: finishes the chart of the video that was cut short
+    table = outputs.finish()
+    if not quiet:
+        typer.echo(table, err=True)
+    if outputs.failures and code == ExitCode.OK:
+        code = ExitCode.INPUT_ERRORS
+    raise typer.Exit(int(code))
 
 
 @app.command()
