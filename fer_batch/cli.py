@@ -29,6 +29,19 @@ app = typer.Typer(
 )
 log = logging.getLogger("fer_batch")
 
+# Options shared by `images` and `video`, defined once.
+OutOption = Annotated[str, typer.Option("--out", "-o", help="Output file, or - for stdout.")]
+FormatOption = Annotated[Optional[OutputFormat], typer.Option(
+    "--format", "-f", help="Output format; default: from --out's extension, csv for stdout.")]
+ModelOption = Annotated[str, typer.Option(
+    "--model", "-m", help="Shipped model name, .keras file or training output folder.")]
+DetectorOption = Annotated[DetectorName, typer.Option("--detector", "-d", help="Face detector.")]
+MinFaceOption = Annotated[int, typer.Option(min=8, help="Smallest face to detect, in pixels.")]
+ThresholdOption = Annotated[float, typer.Option(min=0.0, max=1.0, help="Minimum MTCNN face confidence.")]
+BatchOption = Annotated[int, typer.Option(min=1, help="Faces per classifier call.")]
+SaveCropsOption = Annotated[Optional[Path], typer.Option(
+    help="Write every face crop as a PNG into this folder.", file_okay=False)]
+
 
 @app.callback()
 def _root() -> None:
@@ -68,19 +81,14 @@ def _show_progress(quiet: bool) -> bool:
 def images(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or - for paths "
                                                      "on stdin, one per line.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Output file, or - for stdout.")] = "-",
-    fmt: Annotated[Optional[OutputFormat], typer.Option("--format", "-f", help="Output format; default: from "
-                                                        "--out's extension, csv for stdout.")] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Shipped model name, .keras file or training "
-                                                             "output folder.")] = DEFAULT_MODEL,
-    detector: Annotated[DetectorName, typer.Option("--detector", "-d", help="Face detector.")] = DetectorName.MTCNN,
-    min_face_size: Annotated[int, typer.Option(min=8, help="Smallest face to detect, in pixels.")] = (
-        DEFAULT_MIN_FACE_SIZE),
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Minimum MTCNN face confidence.")] = (
-        DEFAULT_THRESHOLD),
-    batch_size: Annotated[int, typer.Option(min=1, help="Faces per classifier call.")] = DEFAULT_BATCH_SIZE,
-    save_crops: Annotated[Optional[Path], typer.Option(help="Write every face crop as a PNG into this folder.",
-                                                       file_okay=False)] = None,
+    out: OutOption = "-",
+    fmt: FormatOption = None,
+    model: ModelOption = DEFAULT_MODEL,
+    detector: DetectorOption = DetectorName.MTCNN,
+    min_face_size: MinFaceOption = DEFAULT_MIN_FACE_SIZE,
+    threshold: ThresholdOption = DEFAULT_THRESHOLD,
+    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
+    save_crops: SaveCropsOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info messages.")] = False,
 ) -> None:
     """Detect faces in images and classify their expressions: one row per face."""
@@ -165,9 +173,8 @@ class _TimeProgress:
 def video(
     inputs: Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively for video "
                                                      "suffixes) or - for paths on stdin, one per line.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Output file, or - for stdout.")] = "-",
-    fmt: Annotated[Optional[OutputFormat], typer.Option("--format", "-f", help="Output format; default: from "
-                                                        "--out's extension, csv for stdout.")] = None,
+    out: OutOption = "-",
+    fmt: FormatOption = None,
     fps: Annotated[Optional[float], typer.Option(help="Analyse at most this many frames per second of video "
                                                       "(default: 5, unless --every is given).",
                                                  show_default=False)] = None,
@@ -182,16 +189,12 @@ def video(
     annotate: Annotated[Optional[Path], typer.Option(help="Write a copy of the video with boxes, track IDs and "
                                                           "expressions to this .mp4 (one per video).",
                                                      dir_okay=False)] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Shipped model name, .keras file or training "
-                                                             "output folder.")] = DEFAULT_MODEL,
-    detector: Annotated[DetectorName, typer.Option("--detector", "-d", help="Face detector.")] = DetectorName.MTCNN,
-    min_face_size: Annotated[int, typer.Option(min=8, help="Smallest face to detect, in pixels.")] = (
-        DEFAULT_MIN_FACE_SIZE),
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Minimum MTCNN face confidence.")] = (
-        DEFAULT_THRESHOLD),
-    batch_size: Annotated[int, typer.Option(min=1, help="Faces per classifier call.")] = DEFAULT_BATCH_SIZE,
-    save_crops: Annotated[Optional[Path], typer.Option(help="Write every face crop as a PNG into this folder.",
-                                                       file_okay=False)] = None,
+    model: ModelOption = DEFAULT_MODEL,
+    detector: DetectorOption = DetectorName.MTCNN,
+    min_face_size: MinFaceOption = DEFAULT_MIN_FACE_SIZE,
+    threshold: ThresholdOption = DEFAULT_THRESHOLD,
+    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
+    save_crops: SaveCropsOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary table or info "
                                                               "messages.")] = False,
 ) -> None:
@@ -279,8 +282,7 @@ def train(
 def evaluate(
     data: Annotated[Path, typer.Argument(help="Folder of labelled face crops: DIR/<class>/*.png.",
                                          exists=True, file_okay=False)],
-    model: Annotated[str, typer.Option("--model", "-m", help="Shipped model name, .keras file or training "
-                                                             "output folder.")] = DEFAULT_MODEL,
+    model: ModelOption = DEFAULT_MODEL,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (metrics.json, confusion_matrix.png).")
                    ] = Path("evaluation"),
     batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_BATCH_SIZE,

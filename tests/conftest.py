@@ -23,12 +23,11 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small untrained fer-batch model file (7 classes, 48x48 grayscale); fast to build and run."""
+def build_tiny_model():  # type: ignore[no-untyped-def]
+    """A small untrained Keras model with fer-batch's input and output (7 classes, 48x48 grayscale)."""
     import keras
 
-    from fer_batch.model_file import EMOTIONS, ModelInfo, save_model
+    from fer_batch.model_file import EMOTIONS
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((48, 48, 1))
@@ -36,9 +35,16 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(len(EMOTIONS), activation="softmax")(x)
-    model = keras.Model(inputs, outputs)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model saved as a fer-batch model file; fast to build and run."""
+    from fer_batch.model_file import EMOTIONS, ModelInfo, save_model
+
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    save_model(model, path, ModelInfo(class_names=EMOTIONS, input_size=(48, 48), name="tiny-test"))
+    save_model(build_tiny_model(), path, ModelInfo(class_names=EMOTIONS, input_size=(48, 48), name="tiny-test"))
     return path
 
 

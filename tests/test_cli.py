@@ -29,7 +29,7 @@ def test_help_is_fast_and_lists_commands() -> None:
     began = time.perf_counter()
     proc = fer_batch("--help")
     assert proc.returncode == 0
-    for command in ("images", "train", "evaluate"):
+    for command in ("images", "video", "train", "evaluate"):
         assert command in proc.stdout
     assert time.perf_counter() - began < 10  # no TensorFlow import for --help
 

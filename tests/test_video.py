@@ -36,8 +36,9 @@ from fer_batch.video import (
     is_scene_cut,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_VIDEO = REPO.parent / "shared" / "media" / "video"
+from .conftest import SHARED, build_tiny_model
+
+SHARED_VIDEO = SHARED / "media" / "video"
 SIZE = (160, 120)  # width, height of the synthetic videos
 
 # -- synthetic videos ---------------------------------------------------------------------------------
@@ -148,18 +149,10 @@ class BlobDetector:
 @pytest.fixture(scope="module")
 def classifier():
     """A tiny untrained classifier (7 classes, 48x48 grayscale) built in memory."""
-    import keras
-
     from fer_batch.classify import EmotionClassifier
     from fer_batch.model_file import EMOTIONS, ModelInfo
 
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((48, 48, 1))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(len(EMOTIONS), activation="softmax")(x)
-    return EmotionClassifier(keras.Model(inputs, outputs), ModelInfo(class_names=EMOTIONS, input_size=(48, 48)))
+    return EmotionClassifier(build_tiny_model(), ModelInfo(class_names=EMOTIONS, input_size=(48, 48)))
 
 
 @pytest.fixture(scope="module")
