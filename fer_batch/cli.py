@@ -248,6 +248,8 @@ def train(
     augment: Annotated[bool, typer.Option(help="Random flips, rotations, shifts, zoom, brightness/contrast.")] = True,
     seed: Annotated[int, typer.Option()] = 1337,
     name: Annotated[str, typer.Option(help="Model name stored in the model file.")] = "custom",
+    init_from: Annotated[Optional[str], typer.Option(help="Fine-tune this model (shipped name, .keras file or "
+                                                          "training folder) instead of a new --recipe.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -258,7 +260,8 @@ def train(
 
     config = TrainConfig(dataset=dataset, out=out, recipe=recipe, epochs=epochs, batch_size=batch_size,
                          learning_rate=learning_rate, schedule=schedule, label_smoothing=label_smoothing,
-                         class_weights=class_weights, augment=augment, seed=seed, name=name)
+                         class_weights=class_weights, augment=augment, seed=seed, name=name,
+                         init_from=Path(init_from) if init_from else None)
 
     def on_epoch(r):  # type: ignore[no-untyped-def]
         m = r.metrics

@@ -91,3 +91,18 @@ def test_evaluate_writes_metrics_and_chart(dataset: Path, tiny_model_path: Path,
     assert np.array(metrics["confusion_matrix"]).sum() == 28
     assert set(metrics["per_class"]["sad"]) == {"precision", "recall", "f1", "support"}
     assert result.confusion_path.stat().st_size > 1000
+
+
+def test_fine_tune_from_a_trained_model(dataset: Path, tmp_path: Path) -> None:
+    first = run_training(TrainConfig(dataset=dataset, out=tmp_path / "a", epochs=1, batch_size=8))
+    tuned = run_training(TrainConfig(dataset=dataset, out=tmp_path / "b", epochs=1, batch_size=8, augment=False,
+                                     learning_rate=1e-4, init_from=tmp_path / "a"))
+    assert tuned.model_path.is_file() and first.model_path.is_file()
+    assert json.loads((tmp_path / "b" / "train_config.json").read_text())["init_from"] == str(tmp_path / "a")
+    with pytest.raises(UsageError, match="classes"):
+        other = tmp_path / "two"
+        for split in ("train", "validation"):
+            for name in ("x", "y"):
+                (other / split / name).mkdir(parents=True)
+                cv2.imwrite(str(other / split / name / "0.png"), np.zeros((48, 48), np.uint8))
+        next(iter_epochs(TrainConfig(dataset=other, out=tmp_path / "c", init_from=tmp_path / "a")))

@@ -59,11 +59,13 @@ class TrainConfig:
     image_size: tuple[int, int] = (48, 48)
     crop_margin: float = 0.2  # stored in the model: how inference frames detector boxes
     name: str = "custom"
+    init_from: Path | None = None  # start from this model's weights (fine-tuning) instead of a new `recipe`
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["dataset"] = str(self.dataset)
         data["out"] = str(self.out)
+        data["init_from"] = str(self.init_from) if self.init_from else None
         return data
 
 
@@ -92,6 +94,7 @@ def config_from_json(data: dict[str, Any]) -> TrainConfig:
     values["dataset"] = Path(values["dataset"])
     values["out"] = Path(values["out"])
     values["image_size"] = tuple(values["image_size"])
+    values["init_from"] = Path(values["init_from"]) if values.get("init_from") else None
     return TrainConfig(**values)
 
 
@@ -99,6 +102,25 @@ def _class_weights(data: ImageSet) -> dict[int, float]:
     counts = np.bincount(data.labels, minlength=len(data.class_names)).astype(float)
     weights = len(data) / (len(counts) * np.maximum(counts, 1.0))
     return {i: float(w) for i, w in enumerate(weights)}
+
+
+def _initial_model(config: TrainConfig, input_shape: tuple[int, int, int], num_classes: int) -> Any:
+    """A new network of ``config.recipe``, or the weights of ``config.init_from`` to fine-tune."""
+    if config.init_from is not None:
+        from fer_batch.model_file import load_keras_model  # noqa: PLC0415
+        from fer_batch.models import resolve_model  # noqa: PLC0415
+
+        model, _ = load_keras_model(resolve_model(config.init_from))
+        if tuple(model.input_shape[1:]) != input_shape or model.output_shape[-1] != num_classes:
+            raise UsageError(f"{config.init_from} takes {model.input_shape[1:]} and has {model.output_shape[-1]} "
+                             f"classes; this dataset needs {input_shape} and {num_classes}")
+        return model
+    from training.models import build_model  # noqa: PLC0415
+
+    try:
+        return build_model(config.recipe, input_shape, num_classes)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from exc
 
 
 def _compile(model: Any, config: TrainConfig, steps_per_epoch: int) -> None:
@@ -183,12 +205,7 @@ def iter_epochs(
         start = int(state["epochs_done"])
         best = float(state["best_val_accuracy"])
     else:
-        from training.models import build_model  # noqa: PLC0415
-
-        try:
-            model = build_model(config.recipe, input_shape, len(train_set.class_names))
-        except KeyError as exc:
-            raise UsageError(str(exc.args[0])) from exc
+        model = _initial_model(config, input_shape, len(train_set.class_names))
         _compile(model, config, steps)
         start, best = 0, -1.0
         _write_json(out / CONFIG_FILE, config.to_json())
