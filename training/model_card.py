@@ -26,26 +26,43 @@ def _matrix_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _stage_lines(title: str, folder: Path, prefix: str) -> list[str]:
+    history = pd.read_csv(folder / f"{prefix}history.csv")
+    config = json.loads((folder / f"{prefix}train_config.json").read_text())
+    best = history.loc[history["val_accuracy"].idxmax()]
+    return [
+        f"* {title}: {config['epochs']} epochs from "
+        f"{'`' + str(config['init_from']) + '`' if config.get('init_from') else 'scratch, recipe `' + config['recipe'] + '`'}, "
+        f"batch size {config['batch_size']}, Adam at {config['learning_rate']} with a {config['schedule']} schedule, "
+        f"label smoothing {config['label_smoothing']}, augmentation {'on' if config['augment'] else 'off'}, "
+        f"seed {config['seed']}; {history['seconds'].sum() / 3600:.2f} h ({history['seconds'].mean():.0f} s per epoch); "
+        f"best validation accuracy {best['val_accuracy']:.4f} at epoch {int(best['epoch'])} "
+        f"(`{prefix}history.csv`, `{prefix}curves.png`).",
+    ]
+
+
 def render_card(run: Path, name: str, command: str, hardware: str, throughput: str | None) -> str:
     report = json.loads((run / "metrics.json").read_text())
-    history = pd.read_csv(run / "history.csv")
     config = json.loads((run / "train_config.json").read_text())
-    best = history.loc[history["val_accuracy"].idxmax()]
-    hours = history["seconds"].sum() / 3600
+    stages = []
+    if (run / "base_history.csv").is_file():
+        stages += _stage_lines("Stage 1", run, "base_")
+    stages += _stage_lines("Stage 2" if stages else "Training", run, "")
     lines = [
         f"# Model card: `{name}`",
         "",
         f"* Architecture: recipe `{config['recipe']}` (`training/models.py`), input 48x48 grayscale, raw 0..255 "
         "pixels (rescaling is inside the model), 7 classes.",
-        f"* Trained with: `{command}`",
-        f"* Options: {config['epochs']} epochs, batch size {config['batch_size']}, Adam, learning rate "
-        f"{config['learning_rate']} with a {config['schedule']} schedule, label smoothing {config['label_smoothing']}, "
-        f"augmentation {'on' if config['augment'] else 'off'}, seed {config['seed']}.",
+        "* Reproduce with:",
+        "",
+        "  ```bash",
+        *[f"  {line}" for line in command.split(" && ")],
+        "  ```",
+        "",
+        *stages,
         f"* Data: FER2013 `train/` (28,709 images); the epoch kept is the one with the best accuracy on "
         "`validation/` (PublicTest, 3,589 images). PrivateTest was never used.",
-        f"* Hardware and time: {hardware}; {hours:.2f} h of training ({len(history)} epochs, "
-        f"{history['seconds'].mean():.0f} s per epoch on average).",
-        f"* Best epoch: {int(best['epoch'])} (train accuracy {best['accuracy']:.4f}).",
+        f"* Hardware: {hardware}.",
         "",
         "## Validation results (FER2013 PublicTest)",
         "",
@@ -78,10 +95,14 @@ def main() -> None:
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--throughput")
     parser.add_argument("--metrics", type=Path, help="metrics.json from fer-batch evaluate (default: the run's)")
+    parser.add_argument("--base", type=Path, help="the run a fine-tuning run started from (stage 1)")
     args = parser.parse_args()
     args.dest.mkdir(parents=True, exist_ok=True)
     for file in ("history.csv", "curves.png", "train_config.json"):
         shutil.copy(args.run / file, args.dest / file)
+    if args.base:
+        for file in ("history.csv", "curves.png", "train_config.json"):
+            shutil.copy(args.base / file, args.dest / f"base_{file}")
     metrics_dir = args.metrics.parent if args.metrics else args.run
     for file in ("metrics.json", "confusion_matrix.png"):
         shutil.copy(metrics_dir / file, args.dest / file)
