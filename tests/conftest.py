@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -59,3 +65,21 @@ def drawn_face() -> np.ndarray:
     cv2.circle(img, (93, 50), 5, (40, 40, 40), -1)
     cv2.ellipse(img, (80, 78), (15, 7), 0, 0, 180, (40, 40, 120), 2)
     return img
+
+
+def fer_batch_command() -> list[str]:
+    """The installed ``fer-batch`` entry point (or ``python -m fer_batch`` if it is not on PATH)."""
+    exe = shutil.which("fer-batch")
+    return [exe] if exe else [sys.executable, "-m", "fer_batch"]
+
+
+def interrupt_when(args: list[str], ready: Callable[[], bool], timeout_s: float = 120) -> tuple[int, str]:
+    """Run ``fer-batch ARGS``, send Ctrl-C (SIGINT) once ``ready()`` is true; returns (exit code, stderr)."""
+    proc = subprocess.Popen([*fer_batch_command(), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not ready():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    return proc.returncode, stderr

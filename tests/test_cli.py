@@ -6,20 +6,16 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
 
-from .conftest import SAMPLE_MEDIA
+from .conftest import SAMPLE_MEDIA, fer_batch_command, interrupt_when
 
 
 def fer_batch(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("fer-batch")
-    cmd = [exe] if exe else [sys.executable, "-m", "fer_batch"]
+    cmd = fer_batch_command()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([*cmd, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=300,
                           env=env)
@@ -77,23 +73,14 @@ def test_bad_output_extension_is_a_usage_error(tiny_model_path: Path) -> None:
 
 
 def test_ctrl_c_leaves_a_valid_json_file(tiny_model_path: Path, tmp_path: Path) -> None:
-    import signal
-
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(300):
         (photos / f"p{i:03d}.jpg").write_bytes((SAMPLE_MEDIA / "two_people_composite.jpg").read_bytes())
     out = tmp_path / "partial.json"
-    exe = shutil.which("fer-batch")
-    cmd = [exe] if exe else [sys.executable, "-m", "fer_batch"]
-    proc = subprocess.Popen([*cmd, "images", str(photos), "--model", str(tiny_model_path), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not out.exists() or out.read_text().count('"source"') < 3):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    code, stderr = interrupt_when(["images", str(photos), "--model", str(tiny_model_path), "--out", str(out)],
+                                  lambda: out.exists() and out.read_text().count('"source"') >= 3)
+    assert code == 130, stderr
     data = json.loads(out.read_text())
     assert 3 <= len(data) < 300
     assert "interrupted" in stderr

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import signal
 import struct
 import subprocess
 import sys
-import time
 import wave
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,7 +33,7 @@ from fer_batch.video import (
     is_scene_cut,
 )
 
-from .conftest import SHARED, build_tiny_model
+from .conftest import SHARED, build_tiny_model, fer_batch_command, interrupt_when
 
 SHARED_VIDEO = SHARED / "media" / "video"
 SIZE = (160, 120)  # width, height of the synthetic videos
@@ -420,9 +417,7 @@ def test_output_names_never_collide() -> None:
 
 
 def fer_batch(*args: object, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("fer-batch")
-    cmd = [exe] if exe else [sys.executable, "-m", "fer_batch"]
-    return subprocess.run([*cmd, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*fer_batch_command(), *map(str, args)], input=stdin, capture_output=True, text=True, timeout=timeout)
 
 
 def test_cli_video_rows_errors_charts_summary_and_annotation(model_file: Path, tmp_path: Path) -> None:
@@ -464,17 +459,10 @@ def test_cli_ctrl_c_leaves_valid_output(model_file: Path, tmp_path: Path) -> Non
     long = write_video(tmp_path / "long.mp4", 4000, fps=25, draw=lambda img, i: moving_squares(img, i % 40),
                        size=(320, 240))
     out = tmp_path / "partial.csv"
-    exe = shutil.which("fer-batch")
-    cmd = [exe] if exe else [sys.executable, "-m", "fer_batch"]
-    proc = subprocess.Popen([*cmd, "video", str(long), "--model", str(model_file), "--detector", "haar",
-                             "--every", "1", "--out", str(out), "--plot", "--summary",
-                             str(tmp_path / "s.csv")], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 20):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    code, stderr = interrupt_when(["video", str(long), "--model", str(model_file), "--detector", "haar",
+                                   "--every", "1", "--out", str(out), "--plot", "--summary", str(tmp_path / "s.csv")],
+                                  lambda: out.exists() and out.read_text().count("\n") >= 20)
+    assert code == 130, stderr
     rows = list(csv.DictReader(out.open()))
     assert 19 <= len(rows) < 4000 and rows[-1]["status"] == "no_face"  # complete rows up to the interruption
     assert (tmp_path / "partial.png").exists() and (tmp_path / "s.csv").exists()
