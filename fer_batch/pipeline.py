@@ -9,7 +9,6 @@ detected, and all face crops of a chunk go through the classifier together.
 from __future__ import annotations
 
 import logging
-import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, TextIO
@@ -23,7 +22,7 @@ from fer_batch.detect import DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLD, FaceDetec
 from fer_batch.errors import InputError
 from fer_batch.models import resolve_model
 from fer_batch.records import Box, Detection, FaceResult, FrameResult, Status
-from fer_batch.sources import SourceItem, iter_sources, read_image
+from fer_batch.sources import SourceItem, file_slug, iter_sources, read_image
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ def _detect_scaled(detector: FaceDetector, images: Sequence[np.ndarray]) -> list
 
 
 def _crop_name(source: str, face: int, frame: int | None = None) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source).strip("_") or "input"
+    stem = file_slug(source, "input")
     return f"{stem}_f{frame:06d}_face{face}.png" if frame is not None else f"{stem}_face{face}.png"
 
 
@@ -167,18 +166,16 @@ class Analyzer:
                 loaded.append((item, None, str(exc)))
             except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
                 loaded.append((item, None, f"{type(exc).__name__}: {exc}"))
-        good = [(item, img) for item, img, err in loaded if img is not None]
-        faces_by_source: dict[int, list[FaceResult]] = {}
-        if good:
-            all_faces = self.analyze_arrays([img for _, img in good], [it.source for it, _ in good])
-            faces_by_source = {id(it): f for (it, _), f in zip(good, all_faces)}
+        good = [(item, img) for item, img, _ in loaded if img is not None]
+        faces_of_good = iter(self.analyze_arrays([img for _, img in good], [it.source for it, _ in good])
+                             if good else [])
         results = []
         for item, img, err in loaded:
             if img is None:
                 log.warning("%s: %s", item.source, err)
                 results.append(FrameResult(source=item.source, status=Status.ERROR, error=err))
                 continue
-            faces = faces_by_source[id(item)]
+            faces = next(faces_of_good)
             h, w = img.shape[:2]
             results.append(FrameResult(source=item.source, status=Status.OK if faces else Status.NO_FACE,
                                        faces=tuple(faces), width=w, height=h))

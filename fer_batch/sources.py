@@ -9,6 +9,7 @@ never ends a run.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,11 @@ class SourceItem:
     source: str
     path: Path | None
     error: str | None = None
+
+
+def file_slug(text: str, default: str) -> str:
+    """``text`` (a source path) made safe as one file-name part: other characters become ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or default
 
 
 def _walk_folder(folder: Path, suffixes: frozenset[str]) -> list[Path]:

@@ -17,14 +17,13 @@ them differ, its whole path (slashes turned into ``_``) otherwise, so ``a/x.mp4`
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from fer_batch.errors import FerBatchError, UsageError
 from fer_batch.records import FrameResult, Status
-from fer_batch.sources import SourceItem
+from fer_batch.sources import SourceItem, file_slug
 from fer_batch.summary import TrackSummary, VideoTracks, check_summary_path, format_table, summarize, write_summary
 from fer_batch.video import VideoAnalyzer
 
@@ -35,7 +34,7 @@ PLOT_SUFFIX = ".png"
 
 
 def _slug(source: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", source).strip("._") or "video"
+    return file_slug(source, "video")
 
 
 def video_names(sources: Sequence[str]) -> dict[str, str]:

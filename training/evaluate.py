@@ -16,7 +16,7 @@ from typing import Any
 
 from fer_batch.classify import DEFAULT_BATCH_SIZE, EmotionClassifier
 from fer_batch.models import resolve_model
-from training.data import load_image_folder
+from training.data import ImageSet, load_image_folder
 from training.metrics import classification_report
 from training.plots import plot_confusion_matrix
 
@@ -26,6 +26,24 @@ class Evaluation:
     report: dict[str, Any]
     metrics_path: Path
     confusion_path: Path
+
+
+def evaluate_images(classifier: EmotionClassifier, data: ImageSet, out: Path, title: str) -> Evaluation:
+    """Classify labelled crops and write ``metrics.json`` and ``confusion_matrix.png`` into ``out``."""
+    began = time.perf_counter()
+    probs = classifier.predict_proba(data.images)
+    seconds = time.perf_counter() - began
+    report = classification_report(data.labels, probs.argmax(axis=1), classifier.class_names)
+    report["model_name"] = classifier.info.name
+    report["seconds"] = round(seconds, 3)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.json"
+    metrics_path.write_text(json.dumps(report, indent=2))
+    confusion_path = plot_confusion_matrix(report["confusion_matrix"], classifier.class_names,
+                                           out / "confusion_matrix.png", title=f"{title}: accuracy "
+                                           f"{report['accuracy']:.4f}")
+    return Evaluation(report=report, metrics_path=metrics_path, confusion_path=confusion_path)
 
 
 def evaluate_folder(
@@ -38,20 +56,7 @@ def evaluate_folder(
     model_path = resolve_model(model)
     classifier = EmotionClassifier.load(model_path, batch_size=batch_size)
     data = load_image_folder(Path(data_dir), classifier.input_size, class_names=classifier.class_names)
-    began = time.perf_counter()
-    probs = classifier.predict_proba(data.images)
-    seconds = time.perf_counter() - began
-    report = classification_report(data.labels, probs.argmax(axis=1), classifier.class_names)
-    report["model"] = str(model_path)
-    report["model_name"] = classifier.info.name
-    report["data"] = str(data_dir)
-    report["seconds"] = round(seconds, 3)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_path = out / "metrics.json"
-    metrics_path.write_text(json.dumps(report, indent=2))
-    confusion_path = plot_confusion_matrix(
-        report["confusion_matrix"], classifier.class_names, out / "confusion_matrix.png",
-        title=f"{classifier.info.name} on {Path(data_dir).name}: accuracy {report['accuracy']:.4f}",
-    )
-    return Evaluation(report=report, metrics_path=metrics_path, confusion_path=confusion_path)
+    result = evaluate_images(classifier, data, out, title=f"{classifier.info.name} on {Path(data_dir).name}")
+    result.report.update(model=str(model_path), data=str(data_dir))
+    result.metrics_path.write_text(json.dumps(result.report, indent=2))
+    return result

@@ -35,6 +35,23 @@ def _residual_stage(x: Any, filters: int, dropout: float) -> Any:
     return x
 
 
+def _residual_net(input_shape: tuple[int, int, int], num_classes: int, *, stem: tuple[int, ...],
+                  stages: tuple[int, ...], head_dropout: float, name: str) -> keras.Model:
+    """Full 3x3 convolutions (the first at input resolution, the rest after one pooling), then residual stages."""
+    inputs = keras.Input(shape=input_shape, name="pixels")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = _conv_bn_relu(x, stem[0])
+    x = layers.MaxPooling2D()(x)
+    for filters in stem[1:]:
+        x = _conv_bn_relu(x, filters)
+    for filters in stages:
+        x = _residual_stage(x, filters, dropout=0.1)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(head_dropout)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
 def build_compact(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     """A residual CNN with depthwise-separable stages (about 0.19M parameters).
 
@@ -43,16 +60,8 @@ def build_compact(input_shape: tuple[int, int, int], num_classes: int) -> keras.
     resolution each, which keeps the cost near 10M multiply-adds per face so
     that a 2-core CPU classifies thousands of faces per second.
     """
-    inputs = keras.Input(shape=input_shape, name="pixels")
-    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    x = _conv_bn_relu(x, 32)
-    x = layers.MaxPooling2D()(x)
-    for filters in (64, 128, 256):
-        x = _residual_stage(x, filters, dropout=0.1)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.4)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="fer_compact")
+    return _residual_net(input_shape, num_classes, stem=(32,), stages=(64, 128, 256), head_dropout=0.4,
+                         name="fer_compact")
 
 
 def build_wide(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
@@ -61,17 +70,8 @@ def build_wide(input_shape: tuple[int, int, int], num_classes: int) -> keras.Mod
     Roughly twice the cost of ``compact`` per face (about 20M multiply-adds),
     for more capacity in the late, low-resolution stages where it is cheap.
     """
-    inputs = keras.Input(shape=input_shape, name="pixels")
-    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    x = _conv_bn_relu(x, 32)
-    x = layers.MaxPooling2D()(x)
-    x = _conv_bn_relu(x, 64)
-    for filters in (128, 256, 512):
-        x = _residual_stage(x, filters, dropout=0.1)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.5)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="fer_wide")
+    return _residual_net(input_shape, num_classes, stem=(32, 64), stages=(128, 256, 512), head_dropout=0.5,
+                         name="fer_wide")
 
 
 def build_vgg(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:

@@ -31,8 +31,8 @@ import pandas as pd
 from fer_batch.errors import UsageError
 from fer_batch.model_file import ModelInfo, save_model
 from training.data import ImageSet, load_dataset, make_tf_dataset
-from training.metrics import classification_report, format_report
-from training.plots import plot_confusion_matrix, plot_history
+from training.metrics import format_report
+from training.plots import plot_history
 
 MODEL_FILE = "model.keras"
 CHECKPOINT_FILE = "checkpoints/last.keras"
@@ -251,13 +251,13 @@ def iter_epochs(
         yield EpochResult(epoch=epoch + 1, epochs=config.epochs, metrics=metrics, seconds=seconds, best=improved)
 
 
-def write_report(out: Path, validation: ImageSet | None = None, batch_size: int = 256) -> dict[str, Any]:
+def write_report(out: Path, validation: ImageSet | None = None) -> dict[str, Any]:
     """Curves, validation metrics and confusion matrix of the best model in ``out``."""
     from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
+    from training.evaluate import evaluate_images  # noqa: PLC0415
 
     out = Path(out)
-    history = pd.read_csv(out / HISTORY_FILE)
-    plot_history(history, out / "curves.png", title=f"Training: {out.name}")
+    plot_history(pd.read_csv(out / HISTORY_FILE), out / "curves.png", title=f"Training: {out.name}")
     classifier = EmotionClassifier.load(out / MODEL_FILE)
     if validation is None:
         config = json.loads((out / CONFIG_FILE).read_text())
@@ -265,12 +265,7 @@ def write_report(out: Path, validation: ImageSet | None = None, batch_size: int 
 
         validation = load_image_folder(Path(config["dataset"]) / VALIDATION_SPLIT, tuple(config["image_size"]),
                                        class_names=classifier.class_names)
-    probs = classifier.predict_proba(validation.images, batch_size=batch_size)
-    report = classification_report(validation.labels, probs.argmax(axis=1), classifier.class_names)
-    _write_json(out / "metrics.json", report)
-    plot_confusion_matrix(report["confusion_matrix"], classifier.class_names, out / "confusion_matrix.png",
-                          title=f"Validation confusion matrix (accuracy {report['accuracy']:.4f})")
-    return report
+    return evaluate_images(classifier, validation, out, title="Validation confusion matrix").report
 
 
 def run_training(
