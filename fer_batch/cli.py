@@ -238,7 +238,7 @@ def train(
                                             exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (model.keras, history, charts).")] = Path(
         "runs/train"),
-    recipe: Annotated[str, typer.Option(help="Architecture: compact (fast, default) or vgg.")] = "compact",
+    recipe: Annotated[str, typer.Option(help="Architecture: compact (fast, default), wide or vgg.")] = "compact",
     epochs: Annotated[int, typer.Option(min=1)] = 50,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     learning_rate: Annotated[float, typer.Option(min=0.0)] = 1e-3,
@@ -250,6 +250,16 @@ def train(
     name: Annotated[str, typer.Option(help="Model name stored in the model file.")] = "custom",
     init_from: Annotated[Optional[str], typer.Option(help="Fine-tune this model (shipped name, .keras file or "
                                                           "training folder) instead of a new --recipe.")] = None,
+    ferplus_weight: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Blend this much of the FER+ vote distribution (DATASET/ferplus_labels.csv) into "
+                               "each training target.")] = 0.0,
+    drop_non_faces: Annotated[bool, typer.Option(
+        help="Leave out training images that FER+ annotators marked as not a face.")] = False,
+    teacher: Annotated[Optional[list[str]], typer.Option(
+        help="Distil from this model (shipped name, .keras file or training folder): blend its probabilities "
+             "into the targets. Repeat for an ensemble of teachers.")] = None,
+    teacher_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of the teacher in each target.")
+                              ] = 0.5,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -261,7 +271,9 @@ def train(
     config = TrainConfig(dataset=dataset, out=out, recipe=recipe, epochs=epochs, batch_size=batch_size,
                          learning_rate=learning_rate, schedule=schedule, label_smoothing=label_smoothing,
                          class_weights=class_weights, augment=augment, seed=seed, name=name,
-                         init_from=Path(init_from) if init_from else None)
+                         init_from=Path(init_from) if init_from else None, ferplus_weight=ferplus_weight,
+                         drop_non_faces=drop_non_faces, teachers=tuple(Path(t) for t in teacher or ()),
+                         teacher_weight=teacher_weight)
 
     def on_epoch(r):  # type: ignore[no-untyped-def]
         m = r.metrics

@@ -106,3 +106,20 @@ def test_fine_tune_from_a_trained_model(dataset: Path, tmp_path: Path) -> None:
                 (other / split / name).mkdir(parents=True)
                 cv2.imwrite(str(other / split / name / "0.png"), np.zeros((48, 48), np.uint8))
         next(iter_epochs(TrainConfig(dataset=other, out=tmp_path / "c", init_from=tmp_path / "a")))
+
+
+def test_distil_from_a_teacher_with_crowd_votes(dataset: Path, tiny_model_path: Path, tmp_path: Path) -> None:
+    votes = pd.DataFrame({"file": ["train/angry/0.png", "train/happy/1.png"], "neutral": [1, 0],
+                          "happiness": [0, 0], "surprise": [0, 0], "sadness": [0, 0], "anger": [9, 0],
+                          "disgust": [0, 0], "fear": [0, 0], "contempt": [0, 0], "unknown": [0, 0], "NF": [0, 10]})
+    votes.to_csv(dataset / "ferplus_labels.csv", index=False)
+    config = TrainConfig(dataset=dataset, out=tmp_path / "student", epochs=1, batch_size=8, ferplus_weight=0.3,
+                         drop_non_faces=True, teachers=(tiny_model_path, tiny_model_path), teacher_weight=0.5)
+    result = run_training(config)
+    info = read_info(result.model_path)
+    assert info.training["train_images"] == 7 * 4 - 1  # the non-face is left out
+    saved = json.loads((tmp_path / "student" / "train_config.json").read_text())
+    assert saved["teachers"] == [str(tiny_model_path)] * 2 and saved["ferplus_weight"] == 0.3
+    (dataset / "ferplus_labels.csv").unlink()
+    with pytest.raises(DatasetError, match="ferplus_labels.csv"):
+        next(iter_epochs(TrainConfig(dataset=dataset, out=tmp_path / "x", ferplus_weight=0.5)))

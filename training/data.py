@@ -7,7 +7,7 @@ after the first then costs no file I/O or PNG decoding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,15 +23,32 @@ VALIDATION_SPLIT = "validation"
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images of one split as arrays: ``images`` is (N, H, W, 1) uint8, ``labels`` (N,) int."""
+    """Images of one split as arrays: ``images`` is (N, H, W, 1) uint8, ``labels`` (N,) int.
+
+    ``targets`` (N, classes) float, when set, replaces the one-hot labels as
+    what training fits (see :mod:`training.targets`).
+    """
 
     images: np.ndarray
     labels: np.ndarray
     class_names: tuple[str, ...]
     files: tuple[str, ...]  # "<class>/<file>" for each image, for error analysis
+    targets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def with_targets(self, targets: np.ndarray) -> "ImageSet":
+        if targets.shape != (len(self), len(self.class_names)):
+            raise ValueError(f"targets of shape {targets.shape} for {len(self)} images of {len(self.class_names)} "
+                             "classes")
+        return replace(self, targets=targets.astype(np.float32))
+
+    def subset(self, keep: np.ndarray) -> "ImageSet":
+        """The images where the boolean mask ``keep`` is true."""
+        return replace(self, images=self.images[keep], labels=self.labels[keep],
+                       files=tuple(f for f, k in zip(self.files, keep) if k),
+                       targets=None if self.targets is None else self.targets[keep])
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.class_names))
@@ -118,7 +135,7 @@ def make_tf_dataset(
     augmenter: Any = None,
     seed: int = 0,
 ) -> Any:
-    """A batched ``tf.data.Dataset`` of (float32 images 0..255, one-hot labels).
+    """A batched ``tf.data.Dataset`` of (float32 images 0..255, one-hot labels or the set's ``targets``).
 
     Training data is reshuffled every epoch and augmented per batch (batched
     augmentation is far cheaper than per image on a CPU).
@@ -126,13 +143,14 @@ def make_tf_dataset(
     import tensorflow as tf  # noqa: PLC0415
 
     num_classes = len(data.class_names)
-    ds = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
+    targets = data.targets if data.targets is not None else np.eye(num_classes, dtype=np.float32)[data.labels]
+    ds = tf.data.Dataset.from_tensor_slices((data.images, targets))
     if training:
         ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=False)
 
     def to_float(x: Any, y: Any) -> tuple[Any, Any]:
-        return tf.cast(x, tf.float32), tf.one_hot(y, num_classes)
+        return tf.cast(x, tf.float32), y
 
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     if training and augmenter is not None:

@@ -30,9 +30,10 @@ import pandas as pd
 
 from fer_batch.errors import UsageError
 from fer_batch.model_file import ModelInfo, save_model
-from training.data import ImageSet, load_dataset, make_tf_dataset
+from training.data import TRAIN_SPLIT, ImageSet, load_dataset, make_tf_dataset
 from training.metrics import format_report
 from training.plots import plot_history
+from training.targets import training_targets
 
 MODEL_FILE = "model.keras"
 CHECKPOINT_FILE = "checkpoints/last.keras"
@@ -60,12 +61,17 @@ class TrainConfig:
     crop_margin: float = 0.2  # stored in the model: how inference frames detector boxes
     name: str = "custom"
     init_from: Path | None = None  # start from this model's weights (fine-tuning) instead of a new `recipe`
+    ferplus_weight: float = 0.0  # blend the FER+ vote distribution into the targets (training.targets)
+    drop_non_faces: bool = False  # leave out training images FER+ marks as not a face
+    teachers: tuple[Path, ...] = ()  # distil: blend these models' mean probabilities into the targets
+    teacher_weight: float = 0.5
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["dataset"] = str(self.dataset)
         data["out"] = str(self.out)
         data["init_from"] = str(self.init_from) if self.init_from else None
+        data["teachers"] = [str(t) for t in self.teachers]
         return data
 
 
@@ -95,6 +101,7 @@ def config_from_json(data: dict[str, Any]) -> TrainConfig:
     values["out"] = Path(values["out"])
     values["image_size"] = tuple(values["image_size"])
     values["init_from"] = Path(values["init_from"]) if values.get("init_from") else None
+    values["teachers"] = tuple(Path(t) for t in values.get("teachers", ()))
     return TrainConfig(**values)
 
 
@@ -198,6 +205,9 @@ def iter_epochs(
     keras.utils.set_random_seed(config.seed)
 
     train_set, val_set = data if data is not None else load_dataset(config.dataset, config.image_size)
+    train_set = training_targets(train_set, dataset=config.dataset, split=TRAIN_SPLIT,
+                                 ferplus_weight=config.ferplus_weight, drop_non_faces=config.drop_non_faces,
+                                 teachers=config.teachers, teacher_weight=config.teacher_weight)
     input_shape = (*config.image_size, 1)
     steps = math.ceil(len(train_set) / config.batch_size)
     if resume:

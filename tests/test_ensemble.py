@@ -1,0 +1,50 @@
+"""Ensembles: one model file that averages several models' probabilities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_batch.classify import EmotionClassifier
+from fer_batch.errors import ModelError
+from fer_batch.model_file import EMOTIONS, ModelInfo, read_info, save_model
+from tests.conftest import build_tiny_model
+from training.ensemble import ensemble_models, main
+
+
+def _second_model(path: Path, **info: object) -> Path:
+    import keras
+
+    model = build_tiny_model()
+    model.set_weights([w + 0.3 for w in model.get_weights()])  # different outputs from the first
+    keras.utils.set_random_seed(1)
+    return save_model(model, path, ModelInfo(class_names=EMOTIONS, input_size=(48, 48), name="second",
+                                             **info))  # type: ignore[arg-type]
+
+
+def test_ensemble_averages_member_probabilities(tiny_model_path: Path, tmp_path: Path) -> None:
+    second = _second_model(tmp_path / "second.keras")
+    out = ensemble_models([tiny_model_path, second], tmp_path / "both.keras", name="both")
+    crops = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 1), dtype=np.uint8)
+    a = EmotionClassifier.load(tiny_model_path).predict_proba(crops)
+    b = EmotionClassifier.load(second).predict_proba(crops)
+    both = EmotionClassifier.load(out)
+    assert not np.allclose(a, b)
+    assert np.allclose(both.predict_proba(crops), (a + b) / 2, atol=1e-5)
+    info = read_info(out)
+    assert info.name == "both" and [m["name"] for m in info.training["ensemble"]] == ["tiny-test", "second"]
+
+
+def test_members_must_agree(tiny_model_path: Path, tmp_path: Path) -> None:
+    other = _second_model(tmp_path / "other.keras", crop_margin=0.5)
+    with pytest.raises(ModelError, match="crop_margin"):
+        ensemble_models([tiny_model_path, other], tmp_path / "x.keras", name="x")
+    with pytest.raises(ModelError, match="at least two"):
+        ensemble_models([tiny_model_path], tmp_path / "x.keras", name="x")
+
+
+def test_command_line(tiny_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main([str(tiny_model_path), str(tiny_model_path), "--out", str(tmp_path / "e.keras"), "--name", "pair"])
+    assert "wrote" in capsys.readouterr().out and read_info(tmp_path / "e.keras").name == "pair"

@@ -1,0 +1,73 @@
+"""Combine trained models into one model file that averages their probabilities.
+
+    python -m training.ensemble runs/wide-ft runs/compact-ft --out ensemble.keras --name accurate
+
+The result is an ordinary fer-batch model (one ``.keras`` file, one Keras
+graph), so the classifier batches it like any other and its cost is the sum of
+its members' costs. Members must agree on classes, input size and crop framing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Sequence
+
+from fer_batch.errors import ModelError
+from fer_batch.model_file import ModelInfo, load_keras_model, save_model
+from fer_batch.models import resolve_model
+
+
+def _check_compatible(infos: Sequence[ModelInfo], specs: Sequence[str | Path]) -> None:
+    first = infos[0]
+    for info, spec in zip(infos[1:], specs[1:]):
+        for key in ("class_names", "input_size", "channels", "crop_margin", "pixel_range"):
+            if getattr(info, key) != getattr(first, key):
+                raise ModelError(f"{spec} differs from {specs[0]} in {key}: "
+                                 f"{getattr(info, key)} != {getattr(first, key)}")
+
+
+def build_ensemble(members: Sequence[Any], name: str = "ensemble") -> Any:
+    """One Keras model whose output is the mean of the members' outputs for the same input."""
+    import keras  # noqa: PLC0415
+
+    if len(members) < 2:
+        raise ModelError("an ensemble needs at least two models")
+    inputs = keras.Input(shape=members[0].input_shape[1:], name="pixels")
+    outputs = []
+    for i, member in enumerate(members):
+        # Members are often built by the same recipe and share a name; a graph needs unique layer names.
+        wrapped = keras.Model(member.inputs[0], member.outputs[0], name=f"member_{i}_{member.name}")
+        outputs.append(wrapped(inputs))
+    mean = keras.layers.Average(name="probabilities")(outputs)
+    return keras.Model(inputs, mean, name=name)
+
+
+def ensemble_models(specs: Sequence[str | Path], out: Path, name: str) -> Path:
+    """Load each model (shipped name, file or training folder), build the ensemble and save it with metadata."""
+    loaded = [load_keras_model(resolve_model(spec)) for spec in specs]
+    infos = [info for _, info in loaded]
+    _check_compatible(infos, specs)
+    model = build_ensemble([model for model, _ in loaded], name=name)
+    members = [{"name": info.name, "source": str(spec),
+                "val_accuracy": info.training.get("val_accuracy"),
+                "config": info.training.get("config")} for info, spec in zip(infos, specs)]
+    first = infos[0]
+    info = ModelInfo(class_names=first.class_names, input_size=first.input_size, channels=first.channels,
+                     crop_margin=first.crop_margin, pixel_range=first.pixel_range, name=name,
+                     training={"ensemble": members})
+    return save_model(model, out, info)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", help="shipped model names, .keras files or training folders")
+    parser.add_argument("--out", type=Path, required=True, help="the .keras file to write")
+    parser.add_argument("--name", default="ensemble", help="model name stored in the file")
+    args = parser.parse_args(argv)
+    path = ensemble_models(args.models, args.out, args.name)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

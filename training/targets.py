@@ -1,0 +1,123 @@
+"""Training targets beyond the folder label: FER+ crowd votes, non-face cleaning and a teacher's probabilities.
+
+FER2013's single labels are noisy (FER+'s ten annotators agree with them on
+only about 62% of images), so a run can train towards a blend of
+
+* the folder label as a one-hot vector,
+* the FER+ vote distribution of the image (``ferplus_weight``), and
+* the mean class probabilities of already trained models, the teachers
+  (``teacher_weight``; knowledge distillation from one model or an ensemble),
+
+and can drop the images FER+ marks as not a face. Validation always uses the
+folder labels, so accuracy stays comparable with every other run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from fer_batch.errors import DatasetError
+from training.data import ImageSet
+
+FERPLUS_FILE = "ferplus_labels.csv"
+# FER+ vote column for each FER2013 class folder name; contempt, unknown and NF have no FER2013 class.
+FERPLUS_VOTE_COLUMN = {
+    "angry": "anger",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happy": "happiness",
+    "neutral": "neutral",
+    "sad": "sadness",
+    "surprise": "surprise",
+}
+NON_FACE_COLUMN = "NF"
+ALL_VOTE_COLUMNS = (*FERPLUS_VOTE_COLUMN.values(), "contempt", "unknown", NON_FACE_COLUMN)
+
+
+@dataclass(frozen=True)
+class CrowdVotes:
+    """FER+ votes aligned with an :class:`ImageSet`'s images."""
+
+    distribution: np.ndarray  # (N, C) float32 over the set's classes; all zero where an image has no usable votes
+    non_face: np.ndarray  # (N,) bool: most annotators said "not a face", or the listed image has no votes
+
+
+def read_crowd_votes(dataset: Path, split: str, data: ImageSet) -> CrowdVotes:
+    """Align ``<dataset>/ferplus_labels.csv`` with ``data`` (the images of ``<dataset>/<split>/``)."""
+    path = Path(dataset) / FERPLUS_FILE
+    if not path.is_file():
+        raise DatasetError(f"FER+ votes requested but {path} is missing")
+    unknown = sorted(set(data.class_names) - set(FERPLUS_VOTE_COLUMN))
+    if unknown:
+        raise DatasetError(f"FER+ votes cover the seven FER2013 classes; this dataset also has {', '.join(unknown)}")
+    table = pd.read_csv(path)
+    missing = sorted(set(ALL_VOTE_COLUMNS + ("file",)) - set(table.columns))
+    if missing:
+        raise DatasetError(f"{path} lacks the column(s) {', '.join(missing)}")
+    table = table.set_index("file")
+    keys = [f"{split}/{name}" for name in data.files]
+    listed = np.asarray(pd.Index(keys).isin(table.index))
+    rows = table.reindex(keys)
+    all_votes = np.nan_to_num(rows[list(ALL_VOTE_COLUMNS)].to_numpy(dtype=np.float64))
+    votes = np.nan_to_num(rows[[FERPLUS_VOTE_COLUMN[name] for name in data.class_names]].to_numpy(dtype=np.float64))
+    class_votes = votes.sum(axis=1, keepdims=True)
+    distribution = np.divide(votes, class_votes, out=np.zeros_like(votes), where=class_votes > 0)
+    total = all_votes.sum(axis=1)
+    # A listed image without votes is one FER+ left out: in FER2013 those are the non-faces.
+    non_face = listed & ((total == 0) | (all_votes[:, -1] * 2 > total))
+    return CrowdVotes(distribution=distribution.astype(np.float32), non_face=non_face)
+
+
+def one_hot(data: ImageSet) -> np.ndarray:
+    return np.eye(len(data.class_names), dtype=np.float32)[data.labels]
+
+
+def blend(base: np.ndarray, other: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 - weight) * base + weight * other`` per row, keeping ``base`` where ``other`` is all zero."""
+    has_other = other.sum(axis=1, keepdims=True) > 0
+    return np.where(has_other, (1.0 - weight) * base + weight * other, base).astype(np.float32)
+
+
+def teacher_probabilities(teachers: Sequence[str | Path], data: ImageSet, batch_size: int = 256) -> np.ndarray:
+    """The teachers' mean class probabilities for every image, each averaged over the image and its mirror."""
+    from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
+    from fer_batch.models import resolve_model  # noqa: PLC0415
+
+    total = np.zeros((len(data), len(data.class_names)), dtype=np.float64)
+    for teacher in teachers:
+        classifier = EmotionClassifier.load(resolve_model(teacher), batch_size=batch_size)
+        if tuple(classifier.class_names) != tuple(data.class_names):
+            raise DatasetError(f"teacher {teacher} predicts {', '.join(classifier.class_names)}; "
+                               f"the dataset has {', '.join(data.class_names)}")
+        total += classifier.predict_proba(data.images) + classifier.predict_proba(data.images[:, :, ::-1])
+    return (total / (2 * len(teachers))).astype(np.float32)
+
+
+def training_targets(
+    data: ImageSet,
+    *,
+    dataset: Path,
+    split: str,
+    ferplus_weight: float = 0.0,
+    drop_non_faces: bool = False,
+    teachers: Sequence[str | Path] = (),
+    teacher_weight: float = 0.0,
+) -> ImageSet:
+    """``data`` with blended ``targets`` (and without FER+ non-faces when asked); unchanged when nothing is asked."""
+    targets = one_hot(data)
+    keep = np.ones(len(data), dtype=bool)
+    if ferplus_weight > 0 or drop_non_faces:
+        votes = read_crowd_votes(dataset, split, data)
+        targets = blend(targets, votes.distribution, ferplus_weight)
+        if drop_non_faces:
+            keep = ~votes.non_face
+    if teachers and teacher_weight > 0:
+        targets = blend(targets, teacher_probabilities(teachers, data), teacher_weight)
+    if keep.all() and np.array_equal(targets, one_hot(data)):
+        return data
+    return data.with_targets(targets).subset(keep)
