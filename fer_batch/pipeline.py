@@ -62,6 +62,10 @@ def _crop_name(source: str, face: int, frame: int | None = None) -> str:
 class Analyzer:
     """Detects faces and classifies their expressions, many images at a time.
 
+    ``model`` is a shipped model name, a model file or training folder, or a
+    ready :class:`EmotionClassifier`; ``batch_size`` applies when the analyzer
+    loads the model (a classifier passed in keeps its own).
+
     >>> analyzer = Analyzer()                              # shipped model, MTCNN
     >>> for result in analyzer.analyze_paths(["photos/"]):  # doctest: +SKIP
     ...     print(result.source, [f.emotion for f in result.faces])
@@ -82,7 +86,6 @@ class Analyzer:
             self.classifier = model
         else:
             self.classifier = EmotionClassifier.load(resolve_model(model), batch_size=batch_size)
-        self.batch_size = batch_size
         self.detector = (make_detector(detector, min_face_size=min_face_size, threshold=threshold)
                          if isinstance(detector, str) else detector)
         self.chunk_size = max(1, chunk_size)
@@ -112,7 +115,7 @@ class Analyzer:
         results: list[list[FaceResult]] = [[] for _ in images]
         if not crops:
             return results
-        probs = self.classifier.predict_proba(np.stack(crops), batch_size=self.batch_size)
+        probs = self.classifier.predict_proba(np.stack(crops))
         names_ = self.class_names
         for (i, det), p, crop in zip(owners, probs, crops):
             top = int(np.argmax(p))

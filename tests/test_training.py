@@ -13,28 +13,16 @@ import pytest
 from fer_batch.classify import EmotionClassifier
 from fer_batch.errors import DatasetError, UsageError
 from fer_batch.model_file import EMOTIONS, read_info
+from tests.conftest import write_drawn_dataset
 from training.data import load_dataset
 from training.evaluate import evaluate_folder
 from training.models import RECIPES, build_augmenter, build_model
 from training.train import TrainConfig, iter_epochs, run_training
 
 
-def _write_dataset(root: Path, per_class: int = 4) -> Path:
-    rng = np.random.default_rng(0)
-    for split in ("train", "validation"):
-        for label, name in enumerate(EMOTIONS):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                img = rng.integers(0, 60, (48, 48), dtype=np.uint8)
-                cv2.circle(img, (24, 24), 4 + 3 * label, 255, -1)  # class = disc size: learnable
-                cv2.imwrite(str(folder / f"{i}.png"), img)
-    return root
-
-
 @pytest.fixture()
 def dataset(tmp_path: Path) -> Path:
-    return _write_dataset(tmp_path / "data")
+    return write_drawn_dataset(tmp_path / "data")
 
 
 def test_dataset_layout_errors(tmp_path: Path) -> None:

@@ -1,10 +1,13 @@
-"""Write a model card from a training run: the figures come from the run's own files, never typed by hand.
+"""Write a shipped model's card from its reproduce plan: every figure comes from the runs' own files.
 
-    python -m training.model_card RUN_DIR model_cards/NAME --command "fer-batch train ..." \
-        --hardware "2-core x86-64 CPU, no GPU" --throughput 2500
+    python -m training.model_card accurate runs/shipped model_cards/accurate \
+        --hardware "2-core x86-64 CPU, no GPU" --throughput "780 faces/s (python benchmarks/images_benchmark.py)"
 
-copies ``history.csv``, ``curves.png`` and the validation ``metrics.json`` /
-``confusion_matrix.png`` next to a generated ``README.md``.
+For each stage of the plan (see :mod:`training.reproduce`) it copies the
+stage's ``history.csv`` and ``curves.png`` as ``<stage>_history.csv`` and
+``<stage>_curves.png`` and describes its options, time and best epoch; then it
+evaluates the final model on the dataset's ``validation/`` split, writing
+``metrics.json`` and ``confusion_matrix.png``, and renders ``README.md``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from training.reproduce import PLANS, Stage, stage_paths
+
 
 def _matrix_table(report: dict[str, Any]) -> list[str]:
     names = report["class_names"]
@@ -26,47 +31,61 @@ def _matrix_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _stage_lines(title: str, folder: Path, prefix: str) -> list[str]:
-    history = pd.read_csv(folder / f"{prefix}history.csv")
-    config = json.loads((folder / f"{prefix}train_config.json").read_text())
+def _stage_line(stage: Stage, folder: Path) -> str:
+    """One bullet describing a finished stage, from its ``train_config.json`` and ``history.csv``."""
+    if stage.members:
+        return (f"* `{stage.name}`: the mean of the probabilities of "
+                + ", ".join(f"`{m}`" for m in stage.members) + " (`python -m training.ensemble`).")
+    config = json.loads((folder / "train_config.json").read_text())
+    history = pd.read_csv(folder / "history.csv")
     best = history.loc[history["val_accuracy"].idxmax()]
-    return [
-        f"* {title}: {config['epochs']} epochs from "
-        f"{'`' + str(config['init_from']) + '`' if config.get('init_from') else 'scratch, recipe `' + config['recipe'] + '`'}, "
-        f"batch size {config['batch_size']}, Adam at {config['learning_rate']} with a {config['schedule']} schedule, "
-        f"label smoothing {config['label_smoothing']}, augmentation {'on' if config['augment'] else 'off'}, "
-        f"seed {config['seed']}; {history['seconds'].sum() / 3600:.2f} h ({history['seconds'].mean():.0f} s per epoch); "
-        f"best validation accuracy {best['val_accuracy']:.4f} at epoch {int(best['epoch'])} "
-        f"(`{prefix}history.csv`, `{prefix}curves.png`).",
-    ]
+    start = f"fine-tuned from `{stage.init_from}`" if stage.init_from else f"recipe `{config['recipe']}` from scratch"
+    extras = []
+    if stage.teachers:
+        extras.append("distilled from " + ", ".join(f"`{t}`" for t in stage.teachers)
+                      + f" at teacher weight {config['teacher_weight']}")
+    if config.get("ferplus_weight"):
+        extras.append(f"FER+ vote weight {config['ferplus_weight']}")
+    if config.get("drop_non_faces"):
+        extras.append("FER+ non-faces left out")
+    if config.get("label_smoothing"):
+        extras.append(f"label smoothing {config['label_smoothing']}")
+    return (f"* `{stage.name}`: {start}, {config['epochs']} epochs, batch size {config['batch_size']}, Adam at "
+            f"{config['learning_rate']} with a {config['schedule']} schedule, augmentation "
+            f"{'on' if config['augment'] else 'off'}, seed {config['seed']}"
+            + "".join(f", {e}" for e in extras)
+            + f"; {history['seconds'].sum() / 3600:.2f} h ({history['seconds'].mean():.0f} s per epoch); best "
+            f"validation accuracy {best['val_accuracy']:.4f} at epoch {int(best['epoch'])} "
+            f"(`{stage.name}_history.csv`, `{stage.name}_curves.png`).")
 
 
-def render_card(run: Path, name: str, command: str, hardware: str, throughput: str | None) -> str:
-    report = json.loads((run / "metrics.json").read_text())
-    config = json.loads((run / "train_config.json").read_text())
-    stages = []
-    if (run / "base_history.csv").is_file():
-        stages += _stage_lines("Stage 1", run, "base_")
-    stages += _stage_lines("Stage 2" if stages else "Training", run, "")
-    lines = [
-        f"# Model card: `{name}`",
-        "",
-        f"* Architecture: recipe `{config['recipe']}` (`training/models.py`), input 48x48 grayscale, raw 0..255 "
-        "pixels (rescaling is inside the model), 7 classes.",
-        "* Reproduce with:",
+def render_card(plan: str, root: Path, dest: Path, report: dict[str, Any], hardware: str,
+                throughput: str | None, note: str | None, parameters: int) -> str:
+    paths = stage_paths(plan, root)
+    stages = PLANS[plan]
+    lines = [f"# Model card: `{plan}`", ""]
+    if note:
+        lines += [note, ""]
+    lines += [
+        f"* {parameters:,} parameters; input 48x48 grayscale, raw 0..255 pixels (rescaling is inside the model), "
+        "7 classes. Recipes are in `training/models.py`.",
+        "* Reproduce every stage with one command (it skips finished stages and resumes an interrupted one):",
         "",
         "  ```bash",
-        *[f"  {line}" for line in command.split(" && ")],
+        f"  python -m training.reproduce {plan} ../shared/data/fer2013 --out runs/shipped",
+        f"  cp {'runs/shipped/' + stages[-1].name + ('.keras' if stages[-1].members else '/model.keras')} "
+        f"fer_batch/models/{plan}.keras",
         "  ```",
         "",
-        *stages,
-        f"* Data: FER2013 `train/` (28,709 images); the epoch kept is the one with the best accuracy on "
+        "* Stages, in order:",
+        *[f"  {_stage_line(stage, paths[stage.name])}" for stage in stages],
+        "* Data: FER2013 `train/` (28,709 images); each run keeps the epoch with the best accuracy on "
         "`validation/` (PublicTest, 3,589 images). PrivateTest was never used.",
         f"* Hardware: {hardware}.",
         "",
         "## Validation results (FER2013 PublicTest)",
         "",
-        f"Measured with `fer-batch evaluate ../shared/data/fer2013/validation --model {name}`:",
+        f"Measured with `fer-batch evaluate ../shared/data/fer2013/validation --model {plan}`:",
         "",
         f"* **Accuracy {report['accuracy']:.4f}**, macro F1 {report['macro_f1']:.4f}, {report['count']} images.",
     ]
@@ -75,9 +94,11 @@ def render_card(run: Path, name: str, command: str, hardware: str, throughput: s
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for cls, row in report["per_class"].items():
         lines.append(f"| {cls} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
+    curves = [f"![{s.name} training curves]({s.name}_curves.png)" for s in stages if not s.members]
     lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "", *_matrix_table(report), "",
-              "![confusion matrix](confusion_matrix.png)", "", "![training curves](curves.png)", "",
-              "Files: `history.csv` (per-epoch metrics), `metrics.json` (the evaluation above).", "",
+              "![confusion matrix](confusion_matrix.png)", "", *curves, "",
+              "Files: `<stage>_history.csv` (per-epoch metrics of each stage), `metrics.json` (the evaluation "
+              "above).", "",
               "## Limits", "",
               "* FER2013 faces are low-resolution, mostly frontal, and its labels are noisy (human agreement with "
               "them is about 65%). Accuracy on your photos depends on how alike they are.",
@@ -86,29 +107,48 @@ def render_card(run: Path, name: str, command: str, hardware: str, throughput: s
     return "\n".join(lines)
 
 
+def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str | None = None,
+               note: str | None = None) -> Path:
+    from fer_batch.model_file import load_keras_model  # noqa: PLC0415
+    from training.evaluate import evaluate_folder  # noqa: PLC0415
+
+    paths = stage_paths(plan, root)
+    dest.mkdir(parents=True, exist_ok=True)
+    dataset = None
+    for stage in PLANS[plan]:
+        if stage.members:
+            continue
+        folder = paths[stage.name]
+        for file in ("history.csv", "curves.png"):
+            shutil.copy(folder / file, dest / f"{stage.name}_{file}")
+        dataset = Path(json.loads((folder / "train_config.json").read_text())["dataset"])
+    final = paths[PLANS[plan][-1].name]
+    if dataset is None:
+        raise ValueError(f"plan {plan} has no training stage")
+    report = evaluate_folder(dataset / "validation", final, dest).report
+    report.pop("model", None)  # machine-specific paths stay out of the committed card
+    report.pop("data", None)
+    (dest / "metrics.json").write_text(json.dumps(report, indent=2))
+    model, _ = load_keras_model(final if final.suffix == ".keras" else final / "model.keras")
+    card = dest / "README.md"
+    card.write_text(render_card(plan, root, dest, report, hardware, throughput, note, model.count_params()))
+    return card
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Write a model card from a training output folder.")
-    parser.add_argument("run", type=Path)
+    parser = argparse.ArgumentParser(description="Write a shipped model's card from its reproduce plan.")
+    parser.add_argument("plan", choices=sorted(PLANS))
+    parser.add_argument("root", type=Path, help="the --out folder of python -m training.reproduce")
     parser.add_argument("dest", type=Path)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--command", required=True)
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--throughput")
-    parser.add_argument("--metrics", type=Path, help="metrics.json from fer-batch evaluate (default: the run's)")
-    parser.add_argument("--base", type=Path, help="the run a fine-tuning run started from (stage 1)")
+    parser.add_argument("--note", help="a paragraph placed at the top of the card")
     args = parser.parse_args()
-    args.dest.mkdir(parents=True, exist_ok=True)
-    for file in ("history.csv", "curves.png", "train_config.json"):
-        shutil.copy(args.run / file, args.dest / file)
-    if args.base:
-        for file in ("history.csv", "curves.png", "train_config.json"):
-            shutil.copy(args.base / file, args.dest / f"base_{file}")
-    metrics_dir = args.metrics.parent if args.metrics else args.run
-    for file in ("metrics.json", "confusion_matrix.png"):
-        shutil.copy(metrics_dir / file, args.dest / file)
-    (args.dest / "README.md").write_text(render_card(args.dest, args.name, args.command, args.hardware,
-                                                     args.throughput))
-    print(f"model card written to {args.dest / 'README.md'}")
+    from fer_batch.runtime import import_tensorflow_quietly  # noqa: PLC0415
+
+    import_tensorflow_quietly()
+    card = write_card(args.plan, args.root, args.dest, args.hardware, args.throughput, args.note)
+    print(f"model card written to {card}")
 
 
 if __name__ == "__main__":

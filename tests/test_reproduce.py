@@ -1,0 +1,80 @@
+"""`python -m training.reproduce` plans and the model cards written from them, on a tiny drawn dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from fer_batch.model_file import read_info
+from tests.conftest import write_drawn_dataset
+from training.model_card import write_card
+from training.reproduce import PLANS, Stage, reproduce
+
+TINY_PLAN = (
+    Stage("base", {"epochs": 1, "batch_size": 8}),
+    Stage("tuned", {"epochs": 1, "batch_size": 8, "augment": False}, init_from="base"),
+    Stage("student", {"epochs": 1, "batch_size": 8}, teachers=("base", "tuned")),
+    Stage("tiny", members=("tuned", "student")),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """The tiny plan, run once for the module: (dataset, runs root)."""
+    tmp = tmp_path_factory.mktemp("reproduce")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PLANS, "tiny", TINY_PLAN)
+        dataset = write_drawn_dataset(tmp / "data")
+        reproduce("tiny", dataset, tmp / "runs")
+        yield dataset, tmp / "runs"
+
+
+def test_plan_runs_every_stage_in_order(tiny_runs: tuple[Path, Path]) -> None:
+    _, runs = tiny_runs
+    assert [m["name"] for m in read_info(runs / "tiny.keras").training["ensemble"]] == ["tuned", "student"]
+    student = read_info(runs / "student" / "model.keras").training["config"]
+    assert student["teachers"] == [str(runs / "base"), str(runs / "tuned")]
+    assert read_info(runs / "tuned" / "model.keras").training["config"]["init_from"] == str(runs / "base")
+
+
+def test_finished_stages_are_skipped(tiny_runs: tuple[Path, Path]) -> None:
+    dataset, runs = tiny_runs
+    ran: list[str] = []
+    (runs / "tiny.keras").rename(runs / "kept.keras")
+    try:
+        final = reproduce("tiny", dataset, runs, run_stage=lambda d, paths, stage, s: ran.append(stage.name))
+    finally:
+        (runs / "kept.keras").rename(runs / "tiny.keras")
+    assert ran == ["tiny"] and final == runs / "tiny.keras"
+
+
+def test_model_card_describes_every_stage(tiny_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    _, runs = tiny_runs
+    card = write_card("tiny", runs, tmp_path / "card", hardware="a test machine", note="A note.")
+    text = card.read_text()
+    accuracy = json.loads((tmp_path / "card" / "metrics.json").read_text())["accuracy"]
+    assert f"Accuracy {accuracy:.4f}" in text and "A note." in text and "a test machine" in text
+    assert "`tuned`: fine-tuned from `base`" in text and "augmentation off" in text
+    assert "`student`: recipe `compact` from scratch" in text and "distilled from `base`, `tuned`" in text
+    assert "`tiny`: the mean of the probabilities of `tuned`, `student`" in text
+    assert "python -m training.reproduce tiny" in text and "runs/shipped/tiny.keras" in text
+    for name in ("base_history.csv", "student_curves.png", "confusion_matrix.png"):
+        assert (tmp_path / "card" / name).is_file()
+
+
+def test_shipped_plans_refer_only_to_earlier_stages() -> None:
+    for name, plan in PLANS.items():
+        seen: set[str] = set()
+        for stage in plan:
+            for ref in (*([stage.init_from] if stage.init_from else []), *stage.teachers, *stage.members):
+                assert ref in seen, f"plan {name}: stage {stage.name} uses {ref} before it is built"
+            seen.add(stage.name)
+        assert plan[-1].name == name  # the plan's last stage is the shipped model
+
+
+def test_unknown_plan(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="accurate"):
+        reproduce("nope", tmp_path, tmp_path)

@@ -1,0 +1,128 @@
+"""Retrain a shipped model from the dataset folder with one command.
+
+    python -m training.reproduce accurate ../shared/data/fer2013 --out runs/shipped
+    python -m training.reproduce fast ../shared/data/fer2013 --out runs/shipped
+
+Each shipped model is the last stage of a plan: training runs (``fer-batch
+train`` with fixed options and seeds), fine-tunes that start from an earlier
+stage, distillation from an earlier stage, and ensembles of earlier stages.
+Every stage writes its own folder under ``--out``. Running the command again
+skips finished stages and resumes an interrupted one from its checkpoint, so a
+plan that takes hours on a CPU can be continued across sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from fer_batch.models import MODEL_FILE
+
+log = logging.getLogger("fer_batch.reproduce")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a plan: a training run, or an ensemble when ``members`` is set.
+
+    ``init_from`` and ``teachers`` name earlier stages; ``options`` are the
+    other :class:`training.train.TrainConfig` fields.
+    """
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+    teachers: tuple[str, ...] = ()
+    members: tuple[str, ...] = ()
+
+
+# A no-augmentation fine-tune at a low learning rate after augmented training: measured +2.2 points on compact.
+_FINE_TUNE = {"epochs": 5, "learning_rate": 1e-4, "augment": False}
+
+_ACCURATE = (
+    Stage("compact-v1", {"recipe": "compact", "epochs": 40}),
+    Stage("compact-v1-ft", _FINE_TUNE, init_from="compact-v1"),
+    Stage("wide-v1", {"recipe": "wide", "epochs": 35}),
+    Stage("wide-v1-ft", _FINE_TUNE, init_from="wide-v1"),
+    Stage("accurate", members=("wide-v1-ft", "compact-v1-ft")),
+)
+
+PLANS: dict[str, tuple[Stage, ...]] = {
+    "accurate": _ACCURATE,
+}
+
+
+def stage_path(root: Path, stage: Stage) -> Path:
+    """Where a stage's model lives: a training folder, or ``<name>.keras`` for an ensemble."""
+    return root / f"{stage.name}.keras" if stage.members else root / stage.name
+
+
+def _finished(path: Path, stage: Stage) -> bool:
+    if stage.members:
+        return path.is_file()
+    state = path / "checkpoints" / "state.json"
+    if not (state.is_file() and (path / MODEL_FILE).is_file() and (path / "metrics.json").is_file()):
+        return False
+    saved = json.loads(state.read_text())
+    return int(saved["epochs_done"]) >= int(saved["config"]["epochs"])
+
+
+def stage_paths(plan: str, root: Path) -> dict[str, Path]:
+    """Stage name -> model path (training folder or ensemble file) for every stage of ``plan``."""
+    if plan not in PLANS:
+        raise KeyError(f"unknown plan {plan!r}; choose from {', '.join(PLANS)}")
+    return {stage.name: stage_path(root, stage) for stage in PLANS[plan]}
+
+
+def _run_stage(dataset: Path, paths: dict[str, Path], stage: Stage, seed: int) -> Path:
+    path = paths[stage.name]
+    if stage.members:
+        from training.ensemble import ensemble_models  # noqa: PLC0415
+
+        return ensemble_models([paths[m] for m in stage.members], path, name=stage.name)
+    from training.train import TrainConfig, run_training  # noqa: PLC0415
+
+    config = TrainConfig(dataset=dataset, out=path, name=stage.name, seed=seed,
+                         init_from=paths[stage.init_from] if stage.init_from else None,
+                         teachers=tuple(paths[t] for t in stage.teachers), **stage.options)
+    resume = (path / "checkpoints" / "state.json").is_file()
+    return run_training(config, resume=resume, on_epoch=lambda r: log.info(
+        "%s: epoch %d/%d  val_acc %.4f  %.0fs", stage.name, r.epoch, r.epochs,
+        r.metrics.get("val_accuracy", 0.0), r.seconds)).model_path
+
+
+def reproduce(plan: str, dataset: Path, root: Path, *, seed: int = 1337,
+              run_stage: Callable[[Path, dict[str, Path], Stage, int], Path] = _run_stage) -> Path:
+    """Run every unfinished stage of ``plan`` in order; returns the final model's path."""
+    paths = stage_paths(plan, root)
+    root.mkdir(parents=True, exist_ok=True)
+    for stage in PLANS[plan]:
+        if _finished(paths[stage.name], stage):
+            log.info("%s: done, skipped", stage.name)
+            continue
+        log.info("%s: running", stage.name)
+        run_stage(dataset, paths, stage, seed)
+    return paths[PLANS[plan][-1].name]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("plan", choices=sorted(PLANS))
+    parser.add_argument("dataset", type=Path, help="folder with train/<class>/ and validation/<class>/")
+    parser.add_argument("--out", type=Path, default=Path("runs/shipped"), help="one sub-folder per stage")
+    parser.add_argument("--seed", type=int, default=1337)
+    args = parser.parse_args(argv)
+    from fer_batch.runtime import import_tensorflow_quietly  # noqa: PLC0415
+
+    import_tensorflow_quietly()
+    logging.basicConfig(level=logging.INFO, format="reproduce: %(message)s")
+    final = reproduce(args.plan, args.dataset, args.out, seed=args.seed)
+    print(f"{args.plan}: {final}")
+
+
+if __name__ == "__main__":
+    main()
