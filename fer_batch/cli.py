@@ -34,7 +34,7 @@ OutOption = Annotated[str, typer.Option("--out", "-o", help="Output file, or - f
 FormatOption = Annotated[Optional[OutputFormat], typer.Option(
     "--format", "-f", help="Output format; default: from --out's extension, csv for stdout.")]
 ModelOption = Annotated[str, typer.Option(
-    "--model", "-m", help="Shipped model name, .keras file or training output folder.")]
+    "--model", "-m", help="accurate, fast, a .keras file or a training output folder.")]
 DetectorOption = Annotated[DetectorName, typer.Option("--detector", "-d", help="Face detector.")]
 MinFaceOption = Annotated[int, typer.Option(min=8, help="Smallest face to detect, in pixels.")]
 ThresholdOption = Annotated[float, typer.Option(min=0.0, max=1.0, help="Minimum MTCNN face confidence.")]
@@ -255,6 +255,9 @@ def train(
                                "each training target.")] = 0.0,
     drop_non_faces: Annotated[bool, typer.Option(
         help="Leave out training images that FER+ annotators marked as not a face.")] = False,
+    flip_average: Annotated[bool, typer.Option(
+        help="Store in the model that inference averages each face with its mirror image (twice the cost).")
+                            ] = False,
     teacher: Annotated[Optional[list[str]], typer.Option(
         help="Distil from this model (shipped name, .keras file or training folder): blend its probabilities "
              "into the targets. Repeat for an ensemble of teachers.")] = None,
@@ -273,7 +276,7 @@ def train(
                          class_weights=class_weights, augment=augment, seed=seed, name=name,
                          init_from=Path(init_from) if init_from else None, ferplus_weight=ferplus_weight,
                          drop_non_faces=drop_non_faces, teachers=tuple(Path(t) for t in teacher or ()),
-                         teacher_weight=teacher_weight)
+                         teacher_weight=teacher_weight, flip_average=flip_average)
 
     def on_epoch(r):  # type: ignore[no-untyped-def]
         m = r.metrics

@@ -52,5 +52,5 @@ def test_resolve_model_by_folder_file_and_name(tiny_model_path: Path, tmp_path: 
     assert resolve_model(tiny_model_path) == tiny_model_path
     with pytest.raises(ModelError, match="no model"):
         resolve_model(tmp_path / "nothing")
-    assert "default" in shipped_models(), "the package must ship its default model"
-    assert resolve_model(None) == shipped_models()["default"]
+    assert {"accurate", "fast"} <= set(shipped_models()), "the package ships both models"
+    assert resolve_model(None) == shipped_models()["accurate"]

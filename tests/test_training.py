@@ -82,11 +82,13 @@ def test_evaluate_writes_metrics_and_chart(dataset: Path, tiny_model_path: Path,
 
 
 def test_fine_tune_from_a_trained_model(dataset: Path, tmp_path: Path) -> None:
-    first = run_training(TrainConfig(dataset=dataset, out=tmp_path / "a", epochs=1, batch_size=8))
+    first = run_training(TrainConfig(dataset=dataset, out=tmp_path / "a", epochs=1, batch_size=8, recipe="wide"))
     tuned = run_training(TrainConfig(dataset=dataset, out=tmp_path / "b", epochs=1, batch_size=8, augment=False,
-                                     learning_rate=1e-4, init_from=tmp_path / "a"))
+                                     learning_rate=1e-4, init_from=tmp_path / "a", flip_average=True))
     assert tuned.model_path.is_file() and first.model_path.is_file()
-    assert json.loads((tmp_path / "b" / "train_config.json").read_text())["init_from"] == str(tmp_path / "a")
+    assert read_info(tuned.model_path).flip_average and not read_info(first.model_path).flip_average
+    saved = json.loads((tmp_path / "b" / "train_config.json").read_text())
+    assert saved["init_from"] == str(tmp_path / "a") and saved["recipe"] == "wide"  # recorded from the base model
     with pytest.raises(UsageError, match="classes"):
         other = tmp_path / "two"
         for split in ("train", "validation"):

@@ -48,6 +48,8 @@ def _stage_line(stage: Stage, folder: Path) -> str:
         extras.append(f"FER+ vote weight {config['ferplus_weight']}")
     if config.get("drop_non_faces"):
         extras.append("FER+ non-faces left out")
+    if config.get("flip_average"):
+        extras.append("inference averages each face with its mirror image")
     if config.get("label_smoothing"):
         extras.append(f"label smoothing {config['label_smoothing']}")
     return (f"* `{stage.name}`: {start}, {config['epochs']} epochs, batch size {config['batch_size']}, Adam at "

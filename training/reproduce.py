@@ -43,16 +43,21 @@ class Stage:
 # A no-augmentation fine-tune at a low learning rate after augmented training: measured +2.2 points on compact.
 _FINE_TUNE = {"epochs": 5, "learning_rate": 1e-4, "augment": False}
 
+# Measured on FER2013 validation: wide 0.6392 -> fine-tuned 0.6654 -> with mirror averaging 0.6707. An ensemble of
+# the fine-tuned wide and compact networks scored 0.6598, below wide alone, so the accurate model is one network.
 _ACCURATE = (
-    Stage("compact-v1", {"recipe": "compact", "epochs": 40}),
-    Stage("compact-v1-ft", _FINE_TUNE, init_from="compact-v1"),
     Stage("wide-v1", {"recipe": "wide", "epochs": 35}),
-    Stage("wide-v1-ft", _FINE_TUNE, init_from="wide-v1"),
-    Stage("accurate", members=("wide-v1-ft", "compact-v1-ft")),
+    Stage("accurate", {**_FINE_TUNE, "flip_average": True}, init_from="wide-v1"),
 )
 
 PLANS: dict[str, tuple[Stage, ...]] = {
     "accurate": _ACCURATE,
+    # The compact network (about 3x faster than wide), fine-tuned towards the accurate model's probabilities.
+    "fast": (
+        *_ACCURATE,
+        Stage("compact-v1", {"recipe": "compact", "epochs": 40}),
+        Stage("fast", {**_FINE_TUNE, "teacher_weight": 0.5}, init_from="compact-v1", teachers=("accurate",)),
+    ),
 }
 
 

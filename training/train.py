@@ -21,7 +21,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -59,6 +59,7 @@ class TrainConfig:
     seed: int = 1337
     image_size: tuple[int, int] = (48, 48)
     crop_margin: float = 0.2  # stored in the model: how inference frames detector boxes
+    flip_average: bool = False  # stored in the model: inference averages each crop with its mirror (2x the cost)
     name: str = "custom"
     init_from: Path | None = None  # start from this model's weights (fine-tuning) instead of a new `recipe`
     ferplus_weight: float = 0.0  # blend the FER+ vote distribution into the targets (training.targets)
@@ -130,6 +131,14 @@ def _initial_model(config: TrainConfig, input_shape: tuple[int, int, int], num_c
         raise UsageError(str(exc.args[0])) from exc
 
 
+def _base_recipe(init_from: Path, fallback: str) -> str:
+    """The recipe a fine-tuned model was first built with, from its metadata (so the run records it)."""
+    from fer_batch.model_file import read_info  # noqa: PLC0415
+    from fer_batch.models import resolve_model  # noqa: PLC0415
+
+    return str(read_info(resolve_model(init_from)).training.get("config", {}).get("recipe", fallback))
+
+
 def _compile(model: Any, config: TrainConfig, steps_per_epoch: int) -> None:
     import keras  # noqa: PLC0415
 
@@ -160,6 +169,7 @@ def _model_info(config: TrainConfig, class_names: Sequence[str], extra: dict[str
         input_size=config.image_size,
         channels=1,
         crop_margin=config.crop_margin,
+        flip_average=config.flip_average,
         name=config.name,
         training={"config": config.to_json(), **extra},
     )
@@ -216,6 +226,8 @@ def iter_epochs(
         best = float(state["best_val_accuracy"])
     else:
         model = _initial_model(config, input_shape, len(train_set.class_names))
+        if config.init_from is not None:
+            config = replace(config, recipe=_base_recipe(config.init_from, config.recipe))
         _compile(model, config, steps)
         start, best = 0, -1.0
         _write_json(out / CONFIG_FILE, config.to_json())

@@ -1,7 +1,9 @@
 """The models shipped inside the package, and resolution of ``--model`` values.
 
-``--model`` takes a shipped model's name, a ``.keras`` file, or a training
-output folder (which holds ``model.keras``).
+Two models ship (their cards are in ``model_cards/``): ``accurate``, the
+default, and ``fast``, for when classification rather than face detection is
+the bottleneck. ``--model`` takes one of those names, a ``.keras`` file, or a
+training output folder (which holds ``model.keras``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 from fer_batch.errors import ModelError
 
 MODELS_DIR = Path(__file__).resolve().parent
-DEFAULT_MODEL = "default"
+DEFAULT_MODEL = "accurate"
 MODEL_FILE = "model.keras"  # what `fer-batch train` writes into its output folder
 
 
