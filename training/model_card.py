@@ -61,7 +61,7 @@ def _stage_line(stage: Stage, folder: Path) -> str:
             f"(`{stage.name}_history.csv`, `{stage.name}_curves.png`).")
 
 
-def render_card(plan: str, root: Path, dest: Path, report: dict[str, Any], hardware: str,
+def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
                 throughput: str | None, note: str | None, parameters: int) -> str:
     paths = stage_paths(plan, root)
     stages = PLANS[plan]
@@ -111,8 +111,10 @@ def render_card(plan: str, root: Path, dest: Path, report: dict[str, Any], hardw
 
 def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str | None = None,
                note: str | None = None) -> Path:
-    from fer_batch.model_file import load_keras_model  # noqa: PLC0415
-    from training.evaluate import evaluate_folder  # noqa: PLC0415
+    from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
+    from fer_batch.models import resolve_model  # noqa: PLC0415
+    from training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
+    from training.evaluate import evaluate_images  # noqa: PLC0415
 
     paths = stage_paths(plan, root)
     dest.mkdir(parents=True, exist_ok=True)
@@ -124,16 +126,15 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
         for file in ("history.csv", "curves.png"):
             shutil.copy(folder / file, dest / f"{stage.name}_{file}")
         dataset = Path(json.loads((folder / "train_config.json").read_text())["dataset"])
-    final = paths[PLANS[plan][-1].name]
     if dataset is None:
         raise ValueError(f"plan {plan} has no training stage")
-    report = evaluate_folder(dataset / "validation", final, dest).report
-    report.pop("model", None)  # machine-specific paths stay out of the committed card
-    report.pop("data", None)
-    (dest / "metrics.json").write_text(json.dumps(report, indent=2))
-    model, _ = load_keras_model(final if final.suffix == ".keras" else final / "model.keras")
+    classifier = EmotionClassifier.load(resolve_model(paths[PLANS[plan][-1].name]))
+    validation = load_image_folder(dataset / VALIDATION_SPLIT, classifier.input_size,
+                                   class_names=classifier.class_names)
+    report = evaluate_images(classifier, validation, dest, title=f"{plan} on validation").report
     card = dest / "README.md"
-    card.write_text(render_card(plan, root, dest, report, hardware, throughput, note, model.count_params()))
+    card.write_text(render_card(plan, root, report, hardware, throughput, note,
+                                classifier.model.count_params()))
     return card
 
 

@@ -14,13 +14,12 @@ plan that takes hours on a CPU can be continued across sessions.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from fer_batch.models import MODEL_FILE
+from training.train import TrainConfig, load_state, run_finished, run_training
 
 log = logging.getLogger("fer_batch.reproduce")
 
@@ -67,13 +66,7 @@ def stage_path(root: Path, stage: Stage) -> Path:
 
 
 def _finished(path: Path, stage: Stage) -> bool:
-    if stage.members:
-        return path.is_file()
-    state = path / "checkpoints" / "state.json"
-    if not (state.is_file() and (path / MODEL_FILE).is_file() and (path / "metrics.json").is_file()):
-        return False
-    saved = json.loads(state.read_text())
-    return int(saved["epochs_done"]) >= int(saved["config"]["epochs"])
+    return path.is_file() if stage.members else run_finished(path)
 
 
 def stage_paths(plan: str, root: Path) -> dict[str, Path]:
@@ -89,13 +82,10 @@ def _run_stage(dataset: Path, paths: dict[str, Path], stage: Stage, seed: int) -
         from training.ensemble import ensemble_models  # noqa: PLC0415
 
         return ensemble_models([paths[m] for m in stage.members], path, name=stage.name)
-    from training.train import TrainConfig, run_training  # noqa: PLC0415
-
     config = TrainConfig(dataset=dataset, out=path, name=stage.name, seed=seed,
                          init_from=paths[stage.init_from] if stage.init_from else None,
                          teachers=tuple(paths[t] for t in stage.teachers), **stage.options)
-    resume = (path / "checkpoints" / "state.json").is_file()
-    return run_training(config, resume=resume, on_epoch=lambda r: log.info(
+    return run_training(config, resume=bool(load_state(path)), on_epoch=lambda r: log.info(
         "%s: epoch %d/%d  val_acc %.4f  %.0fs", stage.name, r.epoch, r.epochs,
         r.metrics.get("val_accuracy", 0.0), r.seconds)).model_path
 

@@ -14,7 +14,7 @@ folder labels, so accuracy stays comparable with every other run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -86,16 +86,19 @@ def blend(base: np.ndarray, other: np.ndarray, weight: float) -> np.ndarray:
 def teacher_probabilities(teachers: Sequence[str | Path], data: ImageSet, batch_size: int = 256) -> np.ndarray:
     """The teachers' mean class probabilities for every image, each averaged over the image and its mirror."""
     from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
+    from fer_batch.model_file import load_keras_model  # noqa: PLC0415
     from fer_batch.models import resolve_model  # noqa: PLC0415
 
     total = np.zeros((len(data), len(data.class_names)), dtype=np.float64)
     for teacher in teachers:
-        classifier = EmotionClassifier.load(resolve_model(teacher), batch_size=batch_size)
-        if tuple(classifier.class_names) != tuple(data.class_names):
-            raise DatasetError(f"teacher {teacher} predicts {', '.join(classifier.class_names)}; "
+        model, info = load_keras_model(resolve_model(teacher))
+        if tuple(info.class_names) != tuple(data.class_names):
+            raise DatasetError(f"teacher {teacher} predicts {', '.join(info.class_names)}; "
                                f"the dataset has {', '.join(data.class_names)}")
-        total += classifier.predict_proba(data.images) + classifier.predict_proba(data.images[:, :, ::-1])
-    return (total / (2 * len(teachers))).astype(np.float32)
+        # The classifier's own test-time mirroring, switched on whatever the teacher's file says.
+        classifier = EmotionClassifier(model, replace(info, flip_average=True), batch_size=batch_size)
+        total += classifier.predict_proba(data.images)
+    return (total / len(teachers)).astype(np.float32)
 
 
 def training_targets(
@@ -109,15 +112,17 @@ def training_targets(
     teacher_weight: float = 0.0,
 ) -> ImageSet:
     """``data`` with blended ``targets`` (and without FER+ non-faces when asked); unchanged when nothing is asked."""
+    use_votes = ferplus_weight > 0 or drop_non_faces
+    use_teachers = bool(teachers) and teacher_weight > 0
+    if not (use_votes or use_teachers):
+        return data
     targets = one_hot(data)
     keep = np.ones(len(data), dtype=bool)
-    if ferplus_weight > 0 or drop_non_faces:
+    if use_votes:
         votes = read_crowd_votes(dataset, split, data)
         targets = blend(targets, votes.distribution, ferplus_weight)
         if drop_non_faces:
             keep = ~votes.non_face
-    if teachers and teacher_weight > 0:
+    if use_teachers:
         targets = blend(targets, teacher_probabilities(teachers, data), teacher_weight)
-    if keep.all() and np.array_equal(targets, one_hot(data)):
-        return data
     return data.with_targets(targets).subset(keep)

@@ -175,9 +175,17 @@ def _model_info(config: TrainConfig, class_names: Sequence[str], extra: dict[str
     )
 
 
-def _load_state(out: Path) -> dict[str, Any]:
-    path = out / STATE_FILE
+def load_state(out: Path) -> dict[str, Any]:
+    """The checkpoint state of the run in ``out`` (epochs done, best accuracy, options); empty when there is none."""
+    path = Path(out) / STATE_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_finished(out: Path) -> bool:
+    """Whether the run in ``out`` trained every epoch it was started for and wrote its report."""
+    state = load_state(out)
+    return (bool(state) and int(state["epochs_done"]) >= int(state["config"]["epochs"])
+            and (Path(out) / MODEL_FILE).is_file() and (Path(out) / "metrics.json").is_file())
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -202,7 +210,7 @@ def iter_epochs(
     import keras  # noqa: PLC0415
 
     out = Path(config.out)
-    state = _load_state(out)
+    state = load_state(out)
     if state and not resume:
         raise UsageError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     if resume and not state:
