@@ -1,39 +1,163 @@
-"""Batch emotion classification of face crops with a fer-batch model file."""
+"""Batch emotion classification of face crops with a fer-batch model file.
+
+A model file holds a Keras network and, after ``fer-batch quantize``, an int8
+TFLite copy of it (see :mod:`fer_batch.model_file`). :class:`EmotionClassifier`
+runs either one through the same interface; ``precision`` picks which
+("auto": the one the file names as its default).
+"""
 
 from __future__ import annotations
 
+import os
+import warnings
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from fer_batch.model_file import ModelInfo, load_keras_model
+from fer_batch.errors import ModelError
+from fer_batch.model_file import PRECISIONS, ModelInfo, load_keras_model, read_info, read_int8
+from fer_batch.runtime import silenced_stderr
 
 DEFAULT_BATCH_SIZE = 256  # faces per model call; large batches amortise TensorFlow's per-call overhead
+PRECISION_CHOICES: tuple[str, ...] = ("auto", *PRECISIONS)
+
+
+class Precision(str, Enum):
+    """Which version of a model file's network runs (``--precision``)."""
+
+    AUTO = "auto"  # the one the model file names as its default
+    FLOAT32 = "float32"  # the Keras network
+    INT8 = "int8"  # the quantised TFLite copy: several times faster on a CPU
+
+Runner = Callable[[np.ndarray], np.ndarray]  # float32 (N, H, W, C) batch in 0..255 -> (N, classes) probabilities
+
+
+def _mirrored(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([x, x[:, :, ::-1]], axis=0)
+
+
+def _unmirrored(probs: np.ndarray) -> np.ndarray:
+    n = probs.shape[0] // 2
+    return (probs[:n] + probs[n:]) / 2.0
+
+
+class KerasRunner:
+    """The float32 Keras network behind one ``tf.function``, traced once for any batch size.
+
+    Calling the graph directly avoids ``Model.predict``'s per-call overhead
+    (several times slower for batches of a few hundred).
+    """
+
+    precision = "float32"
+
+    def __init__(self, model: Any, info: ModelInfo) -> None:
+        import tensorflow as tf  # noqa: PLC0415
+
+        self.model = model
+        height, width = info.input_size
+        spec = tf.TensorSpec((None, height, width, info.channels), tf.float32)
+        if info.flip_average:
+            # Test-time augmentation: one model call on the crops and their mirror images together.
+            def forward(x: Any) -> Any:
+                n = tf.shape(x)[0]
+                probs = model(tf.concat([x, tf.reverse(x, axis=[2])], axis=0), training=False)
+                return (probs[:n] + probs[n:]) / 2.0
+        else:
+            def forward(x: Any) -> Any:
+                return model(x, training=False)
+
+        self._forward = tf.function(forward, input_signature=[spec])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x).numpy()
+
+
+class Int8Runner:
+    """The int8 TFLite copy of the network, run by TensorFlow's TFLite interpreter (XNNPACK kernels).
+
+    Input and output stay float32 (the model quantises and dequantises inside),
+    so callers see no difference but speed and a small numerical one.
+    """
+
+    precision = "int8"
+
+    def __init__(self, tflite_model: bytes, info: ModelInfo, threads: int | None = None) -> None:
+        import tensorflow as tf  # noqa: PLC0415
+
+        with warnings.catch_warnings():  # tf.lite.Interpreter warns that it moves to another package
+            warnings.simplefilter("ignore")
+            self._interpreter = tf.lite.Interpreter(model_content=tflite_model,
+                                                    num_threads=threads or os.cpu_count() or 1)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._flip = info.flip_average
+        self._batch = -1  # the batch size the interpreter's tensors are allocated for
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self._flip:
+            x = _mirrored(x)
+        if x.shape[0] != self._batch:
+            self._interpreter.resize_tensor_input(self._input, list(x.shape))
+            with silenced_stderr():  # TFLite announces its XNNPACK delegate on stderr at the first allocation
+                self._interpreter.allocate_tensors()
+            self._batch = x.shape[0]
+        self._interpreter.set_tensor(self._input, np.ascontiguousarray(x, dtype=np.float32))
+        self._interpreter.invoke()
+        probs = self._interpreter.get_tensor(self._output).copy()
+        return _unmirrored(probs) if self._flip else probs
 
 
 class EmotionClassifier:
-    """A loaded model plus its metadata; classifies many crops per call.
+    """A model file's network plus its metadata; classifies many crops per call.
 
-    Inference goes through one ``tf.function`` traced once for any batch size,
-    so every call runs the graph directly, without ``Model.predict``'s
-    per-call overhead (several times slower for batches of a few hundred).
     A model whose metadata sets ``flip_average`` is also run on the mirrored
     crops, and the two probability vectors are averaged.
     """
 
-    def __init__(self, model: Any, info: ModelInfo, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(self, runner: Runner, info: ModelInfo, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self.model = model
+        self.runner = runner
         self.info = info
         self.batch_size = batch_size
-        self._forward: Any = None
 
     @classmethod
-    def load(cls, path: Path | str, batch_size: int = DEFAULT_BATCH_SIZE) -> "EmotionClassifier":
-        model, info = load_keras_model(Path(path))
-        return cls(model, info, batch_size=batch_size)
+    def from_keras(cls, model: Any, info: ModelInfo, batch_size: int = DEFAULT_BATCH_SIZE) -> "EmotionClassifier":
+        """A classifier for a Keras model already in memory (float32)."""
+        return cls(KerasRunner(model, info), info, batch_size=batch_size)
+
+    @classmethod
+    def load(cls, path: Path | str, batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto",
+             threads: int | None = None) -> "EmotionClassifier":
+        """Load a model file at ``precision`` (auto, float32 or int8); ``threads`` is for int8 only."""
+        path = Path(path)
+        if precision not in PRECISION_CHOICES:
+            raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISION_CHOICES)}")
+        info = read_info(path)
+        chosen = info.precision if precision == "auto" else precision
+        if chosen == "int8":
+            tflite_model = read_int8(path)
+            if tflite_model is None:
+                raise ModelError(f"{path} has no int8 version; make one with `fer-batch quantize`")
+            try:
+                runner: Runner = Int8Runner(tflite_model, info, threads=threads)
+            except (RuntimeError, ValueError) as exc:
+                raise ModelError(f"could not load the int8 model in {path}: {exc}") from exc
+        else:
+            model, info = load_keras_model(path)
+            runner = KerasRunner(model, info)
+        return cls(runner, info, batch_size=batch_size)
+
+    @property
+    def keras_model(self) -> Any | None:
+        """The Keras network when running at float32; None for the int8 version."""
+        return getattr(self.runner, "model", None)
+
+    @property
+    def precision(self) -> str:
+        return str(getattr(self.runner, "precision", "float32"))
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -42,27 +166,6 @@ class EmotionClassifier:
     @property
     def input_size(self) -> tuple[int, int]:
         return self.info.input_size
-
-    def _compiled(self) -> Any:
-        if self._forward is None:
-            import tensorflow as tf  # noqa: PLC0415
-
-            height, width = self.info.input_size
-            spec = tf.TensorSpec((None, height, width, self.info.channels), tf.float32)
-            model = self.model
-
-            if self.info.flip_average:
-                # Test-time augmentation: one model call on the crops and their mirror images together.
-                def forward(x: Any) -> Any:
-                    n = tf.shape(x)[0]
-                    probs = model(tf.concat([x, tf.reverse(x, axis=[2])], axis=0), training=False)
-                    return (probs[:n] + probs[n:]) / 2.0
-            else:
-                def forward(x: Any) -> Any:
-                    return model(x, training=False)
-
-            self._forward = tf.function(forward, input_signature=[spec])
-        return self._forward
 
     def predict_proba(self, crops: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Class probabilities, shape (N, classes), for crops of shape (N, H, W[, C]) in 0..255."""
@@ -78,8 +181,7 @@ class EmotionClassifier:
         out = np.empty((n, len(self.class_names)), dtype=np.float32)
         if n == 0:
             return out
-        forward = self._compiled()
         for start in range(0, n, step):
             chunk = np.ascontiguousarray(crops[start : start + step], dtype=np.float32)
-            out[start : start + chunk.shape[0]] = forward(chunk).numpy()
+            out[start : start + chunk.shape[0]] = self.runner(chunk)
         return out

@@ -3,8 +3,13 @@
 A ``.keras`` file is a zip archive. fer-batch adds one more member,
 ``fer_batch.json``, holding what inference needs besides the weights: the
 class names in output order, the input size and colour mode, how face crops
-must be framed, and where the model came from. Keras ignores the extra member,
+must be framed, and where the model came from. Keras ignores the extra members,
 so the file still loads with plain ``keras.saving.load_model``.
+
+A model file may also carry ``fer_batch_int8.tflite``: the same network
+quantised to 8-bit integers (``fer-batch quantize``), which runs several times
+faster on a CPU. ``ModelInfo.precision`` says which of the two runs unless the
+caller asks for the other.
 
 Pixel scaling lives inside the model (a ``Rescaling`` layer), so callers feed
 raw 0..255 pixels.
@@ -21,6 +26,8 @@ from typing import Any
 from fer_batch.errors import ModelError
 
 METADATA_MEMBER = "fer_batch.json"
+INT8_MEMBER = "fer_batch_int8.tflite"
+PRECISIONS: tuple[str, ...] = ("float32", "int8")  # float32: the Keras model; int8: the embedded TFLite model
 FORMAT_VERSION = 1
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
@@ -35,6 +42,7 @@ class ModelInfo:
     crop_margin: float = 0.2  # extra border around a detector box, as a fraction of its side
     pixel_range: tuple[float, float] = (0.0, 255.0)  # what the model's input expects
     flip_average: bool = False  # average the probabilities of each crop and its mirror image
+    precision: str = "float32"  # which version runs by default (see PRECISIONS)
     name: str = "custom"
     training: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -45,6 +53,9 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
+        precision = str(data.get("precision", "float32"))
+        if precision not in PRECISIONS:
+            raise ModelError(f"invalid fer-batch metadata: unknown precision {precision!r}")
         try:
             return cls(
                 class_names=tuple(data["class_names"]),
@@ -53,6 +64,7 @@ class ModelInfo:
                 crop_margin=float(data.get("crop_margin", 0.2)),
                 pixel_range=tuple(data.get("pixel_range", (0.0, 255.0))),  # type: ignore[arg-type]
                 flip_average=bool(data.get("flip_average", False)),
+                precision=precision,
                 name=str(data.get("name", "custom")),
                 training=dict(data.get("training", {})),
                 format_version=int(data.get("format_version", FORMAT_VERSION)),
@@ -61,21 +73,40 @@ class ModelInfo:
             raise ModelError(f"invalid fer-batch metadata: {exc}") from exc
 
 
-def write_info(path: Path, info: ModelInfo) -> None:
-    """Add (or replace) the metadata member of an existing ``.keras`` archive."""
+def _write_member(path: Path, member: str, data: str | bytes) -> None:
+    """Add (or replace) one member of an existing ``.keras`` archive."""
     path = Path(path)
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
-    if METADATA_MEMBER in names:
+    if member in names:
         # zipfile cannot replace a member in place: rewrite the archive without it.
         tmp = path.with_suffix(path.suffix + ".tmp")
         with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
             for item in src.infolist():
-                if item.filename != METADATA_MEMBER:
+                if item.filename != member:
                     dst.writestr(item, src.read(item.filename))
         tmp.replace(path)
     with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(METADATA_MEMBER, info.to_json())
+        zf.writestr(member, data)
+
+
+def write_info(path: Path, info: ModelInfo) -> None:
+    """Add (or replace) the metadata member of an existing ``.keras`` archive."""
+    _write_member(path, METADATA_MEMBER, info.to_json())
+
+
+def write_int8(path: Path, tflite_model: bytes) -> None:
+    """Add (or replace) the int8 TFLite version of the network in an existing ``.keras`` archive."""
+    _write_member(path, INT8_MEMBER, tflite_model)
+
+
+def read_int8(path: Path) -> bytes | None:
+    """The int8 TFLite model stored in a model file, or None when it has none."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.read(INT8_MEMBER) if INT8_MEMBER in zf.namelist() else None
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"{path} is not a .keras model archive") from exc
 
 
 def read_info(path: Path) -> ModelInfo:

@@ -64,7 +64,8 @@ class Analyzer:
 
     ``model`` is a shipped model name, a model file or training folder, or a
     ready :class:`EmotionClassifier`; ``batch_size`` applies when the analyzer
-    loads the model (a classifier passed in keeps its own).
+    loads the model (a classifier passed in keeps its own), and so does
+    ``precision`` (auto, float32 or int8; see :class:`EmotionClassifier`).
 
     >>> analyzer = Analyzer()                              # shipped model, MTCNN
     >>> for result in analyzer.analyze_paths(["photos/"]):  # doctest: +SKIP
@@ -81,11 +82,13 @@ class Analyzer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         chunk_size: int = DEFAULT_CHUNK,
         save_crops: str | Path | None = None,
+        precision: str = "auto",
     ) -> None:
         if isinstance(model, EmotionClassifier):
             self.classifier = model
         else:
-            self.classifier = EmotionClassifier.load(resolve_model(model), batch_size=batch_size)
+            self.classifier = EmotionClassifier.load(resolve_model(model), batch_size=batch_size,
+                                                     precision=precision)
         self.detector = (make_detector(detector, min_face_size=min_face_size, threshold=threshold)
                          if isinstance(detector, str) else detector)
         self.chunk_size = max(1, chunk_size)

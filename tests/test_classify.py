@@ -38,7 +38,7 @@ def test_flip_average_is_symmetric(tiny_model_path: Path, tmp_path: Path) -> Non
     from fer_batch.model_file import read_info
 
     base = EmotionClassifier.load(tiny_model_path)
-    flip = EmotionClassifier(base.model, replace(read_info(tiny_model_path), flip_average=True))
+    flip = EmotionClassifier.from_keras(base.keras_model, replace(read_info(tiny_model_path), flip_average=True))
     crops = np.random.default_rng(2).integers(0, 256, (5, 48, 48, 1), dtype=np.uint8)
     mirrored = crops[:, :, ::-1]
     np.testing.assert_allclose(flip.predict_proba(crops), flip.predict_proba(mirrored), rtol=1e-4, atol=1e-6)

@@ -30,7 +30,7 @@ class FixedDetector:
 
 class CountingClassifier(EmotionClassifier):
     def __init__(self, base: EmotionClassifier) -> None:
-        super().__init__(base.model, base.info, base.batch_size)
+        super().__init__(base.runner, base.info, base.batch_size)
         self.calls: list[int] = []
 
     def predict_proba(self, crops: np.ndarray, batch_size: int | None = None) -> np.ndarray:

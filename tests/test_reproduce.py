@@ -17,7 +17,8 @@ TINY_PLAN = (
     Stage("base", {"epochs": 1, "batch_size": 8}),
     Stage("tuned", {"epochs": 1, "batch_size": 8, "augment": False}, init_from="base"),
     Stage("student", {"epochs": 1, "batch_size": 8}, teachers=("base", "tuned")),
-    Stage("tiny", members=("tuned", "student")),
+    Stage("mix", members=("tuned", "student")),
+    Stage("tiny", {"precision": "int8", "flip_average": True, "calibration_images": 10}, quantize_from="mix"),
 )
 
 
@@ -34,7 +35,10 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
 
 def test_plan_runs_every_stage_in_order(tiny_runs: tuple[Path, Path]) -> None:
     _, runs = tiny_runs
-    assert [m["name"] for m in read_info(runs / "tiny.keras").training["ensemble"]] == ["tuned", "student"]
+    assert [m["name"] for m in read_info(runs / "mix.keras").training["ensemble"]] == ["tuned", "student"]
+    final = read_info(runs / "tiny.keras")
+    assert final.name == "tiny" and final.precision == "int8" and final.flip_average
+    assert final.training["quantized"]["from"] == "mix" and final.training["ensemble"]
     student = read_info(runs / "student" / "model.keras").training["config"]
     assert student["teachers"] == [str(runs / "base"), str(runs / "tuned")]
     assert read_info(runs / "tuned" / "model.keras").training["config"]["init_from"] == str(runs / "base")
@@ -59,7 +63,9 @@ def test_model_card_describes_every_stage(tiny_runs: tuple[Path, Path], tmp_path
     assert f"Accuracy {accuracy:.4f}" in text and "A note." in text and "a test machine" in text
     assert "`tuned`: fine-tuned from `base`" in text and "augmentation off" in text
     assert "`student`: recipe `compact` from scratch" in text and "distilled from `base`, `tuned`" in text
-    assert "`tiny`: the mean of the probabilities of `tuned`, `student`" in text
+    assert "`mix`: the mean of the probabilities of `tuned`, `student`" in text
+    assert "`tiny`: `mix` with an int8 copy calibrated on 10 training images; runs at int8" in text
+    assert "at int8 (the default)" in text and "at float32:" in text
     assert "python -m training.reproduce tiny" in text and "runs/shipped/tiny.keras" in text
     for name in ("base_history.csv", "student_curves.png", "confusion_matrix.png"):
         assert (tmp_path / "card" / name).is_file()
@@ -69,7 +75,7 @@ def test_shipped_plans_refer_only_to_earlier_stages() -> None:
     for name, plan in PLANS.items():
         seen: set[str] = set()
         for stage in plan:
-            for ref in (*([stage.init_from] if stage.init_from else []), *stage.teachers, *stage.members):
+            for ref in stage.inputs:
                 assert ref in seen, f"plan {name}: stage {stage.name} uses {ref} before it is built"
             seen.add(stage.name)
         assert plan[-1].name == name  # the plan's last stage is the shipped model

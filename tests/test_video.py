@@ -149,7 +149,7 @@ def classifier():
     from fer_batch.classify import EmotionClassifier
     from fer_batch.model_file import EMOTIONS, ModelInfo
 
-    return EmotionClassifier(build_tiny_model(), ModelInfo(class_names=EMOTIONS, input_size=(48, 48)))
+    return EmotionClassifier.from_keras(build_tiny_model(), ModelInfo(class_names=EMOTIONS, input_size=(48, 48)))
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def model_file(classifier, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fer_batch.model_file import save_model
 
     path = tmp_path_factory.mktemp("video-model") / "tiny.keras"
-    return save_model(classifier.model, path, classifier.info)
+    return save_model(classifier.keras_model, path, classifier.info)
 
 
 def video_analyzer(classifier, sampling: Sampling | None = None, detector=None, **kw) -> VideoAnalyzer:

@@ -35,6 +35,7 @@ def evaluate_images(classifier: EmotionClassifier, data: ImageSet, out: Path, ti
     seconds = time.perf_counter() - began
     report = classification_report(data.labels, probs.argmax(axis=1), classifier.class_names)
     report["model_name"] = classifier.info.name
+    report["precision"] = classifier.precision
     report["seconds"] = round(seconds, 3)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,10 +52,11 @@ def evaluate_folder(
     model: str | Path | None = None,
     out: Path = Path("evaluation"),
     batch_size: int = DEFAULT_BATCH_SIZE,
+    precision: str = "auto",
 ) -> Evaluation:
     """Classify every image under ``data_dir/<class>/`` and write the metrics report into ``out``."""
     model_path = resolve_model(model)
-    classifier = EmotionClassifier.load(model_path, batch_size=batch_size)
+    classifier = EmotionClassifier.load(model_path, batch_size=batch_size, precision=precision)
     data = load_image_folder(Path(data_dir), classifier.input_size, class_names=classifier.class_names)
     result = evaluate_images(classifier, data, out, title=f"{classifier.info.name} on {Path(data_dir).name}")
     result.report.update(model=str(model_path), data=str(data_dir))

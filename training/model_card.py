@@ -36,6 +36,14 @@ def _stage_line(stage: Stage, folder: Path) -> str:
     if stage.members:
         return (f"* `{stage.name}`: the mean of the probabilities of "
                 + ", ".join(f"`{m}`" for m in stage.members) + " (`python -m training.ensemble`).")
+    if stage.quantize_from:
+        from fer_batch.model_file import read_info  # noqa: PLC0415
+
+        info = read_info(folder)
+        calibration = info.training["quantized"]["calibration_images"]
+        return (f"* `{stage.name}`: `{stage.quantize_from}` with an int8 copy calibrated on {calibration} training "
+                f"images; runs at {info.precision} by default, mirror averaging "
+                f"{'on' if info.flip_average else 'off'} (`fer-batch quantize`).")
     config = json.loads((folder / "train_config.json").read_text())
     history = pd.read_csv(folder / "history.csv")
     best = history.loc[history["val_accuracy"].idxmax()]
@@ -62,7 +70,9 @@ def _stage_line(stage: Stage, folder: Path) -> str:
 
 
 def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
-                throughput: str | None, note: str | None, parameters: int) -> str:
+                throughput: str | None, note: str | None, parameters: int,
+                other_precisions: dict[str, float] | None = None) -> str:
+    """The card's Markdown; ``other_precisions`` maps precisions other than the default to their accuracy."""
     paths = stage_paths(plan, root)
     stages = PLANS[plan]
     lines = [f"# Model card: `{plan}`", ""]
@@ -75,7 +85,7 @@ def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
         "",
         "  ```bash",
         f"  python -m training.reproduce {plan} ../shared/data/fer2013 --out runs/shipped",
-        f"  cp {'runs/shipped/' + stages[-1].name + ('.keras' if stages[-1].members else '/model.keras')} "
+        f"  cp {'runs/shipped/' + stages[-1].name + ('.keras' if stages[-1].produces_file else '/model.keras')} "
         f"fer_batch/models/{plan}.keras",
         "  ```",
         "",
@@ -89,14 +99,17 @@ def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
         "",
         f"Measured with `fer-batch evaluate ../shared/data/fer2013/validation --model {plan}`:",
         "",
-        f"* **Accuracy {report['accuracy']:.4f}**, macro F1 {report['macro_f1']:.4f}, {report['count']} images.",
+        f"* **Accuracy {report['accuracy']:.4f}** at {report['precision']} (the default), macro F1 "
+        f"{report['macro_f1']:.4f}, {report['count']} images.",
     ]
+    for precision, accuracy in (other_precisions or {}).items():
+        lines.append(f"* at {precision}: accuracy {accuracy:.4f} (`--precision {precision}`).")
     if throughput:
         lines.append(f"* Classification throughput: {throughput}.")
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for cls, row in report["per_class"].items():
         lines.append(f"| {cls} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
-    curves = [f"![{s.name} training curves]({s.name}_curves.png)" for s in stages if not s.members]
+    curves = [f"![{s.name} training curves]({s.name}_curves.png)" for s in stages if not s.produces_file]
     lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "", *_matrix_table(report), "",
               "![confusion matrix](confusion_matrix.png)", "", *curves, "",
               "Files: `<stage>_history.csv` (per-epoch metrics of each stage), `metrics.json` (the evaluation "
@@ -112,6 +125,7 @@ def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
 def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str | None = None,
                note: str | None = None) -> Path:
     from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
+    from fer_batch.model_file import PRECISIONS, load_keras_model, read_int8  # noqa: PLC0415
     from fer_batch.models import resolve_model  # noqa: PLC0415
     from training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
     from training.evaluate import evaluate_images  # noqa: PLC0415
@@ -120,7 +134,7 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
     dest.mkdir(parents=True, exist_ok=True)
     dataset = None
     for stage in PLANS[plan]:
-        if stage.members:
+        if stage.produces_file:
             continue
         folder = paths[stage.name]
         for file in ("history.csv", "curves.png"):
@@ -128,13 +142,19 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
         dataset = Path(json.loads((folder / "train_config.json").read_text())["dataset"])
     if dataset is None:
         raise ValueError(f"plan {plan} has no training stage")
-    classifier = EmotionClassifier.load(resolve_model(paths[PLANS[plan][-1].name]))
+    final = resolve_model(paths[PLANS[plan][-1].name])
+    classifier = EmotionClassifier.load(final)
     validation = load_image_folder(dataset / VALIDATION_SPLIT, classifier.input_size,
                                    class_names=classifier.class_names)
     report = evaluate_images(classifier, validation, dest, title=f"{plan} on validation").report
+    others = [p for p in PRECISIONS if p != classifier.precision and (p != "int8" or read_int8(final) is not None)]
+    other_accuracy = {}
+    for precision in others:
+        probs = EmotionClassifier.load(final, precision=precision).predict_proba(validation.images)
+        other_accuracy[precision] = float((probs.argmax(axis=1) == validation.labels).mean())
+    parameters = load_keras_model(final)[0].count_params()
     card = dest / "README.md"
-    card.write_text(render_card(plan, root, report, hardware, throughput, note,
-                                classifier.model.count_params()))
+    card.write_text(render_card(plan, root, report, hardware, throughput, note, parameters, other_accuracy))
     return card
 
 

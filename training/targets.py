@@ -96,7 +96,7 @@ def teacher_probabilities(teachers: Sequence[str | Path], data: ImageSet, batch_
             raise DatasetError(f"teacher {teacher} predicts {', '.join(info.class_names)}; "
                                f"the dataset has {', '.join(data.class_names)}")
         # The classifier's own test-time mirroring, switched on whatever the teacher's file says.
-        classifier = EmotionClassifier(model, replace(info, flip_average=True), batch_size=batch_size)
+        classifier = EmotionClassifier.from_keras(model, replace(info, flip_average=True), batch_size=batch_size)
         total += classifier.predict_proba(data.images)
     return (total / len(teachers)).astype(np.float32)
 

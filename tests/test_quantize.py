@@ -1,0 +1,114 @@
+"""int8 quantisation: the TFLite copy inside a model file, and choosing a precision at run time."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_batch.classify import EmotionClassifier
+from fer_batch.errors import ModelError
+from fer_batch.model_file import INT8_MEMBER, read_info, read_int8, write_info, write_int8
+from tests.conftest import write_drawn_dataset
+from training.quantize import calibration_sample, quantize_model
+
+from .test_cli import fer_batch
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_drawn_dataset(tmp_path_factory.mktemp("quantize-data"), per_class=3)
+
+
+@pytest.fixture(scope="module")
+def quantized(tiny_model_path: Path, dataset: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("quantized") / "tiny-int8.keras"
+    return quantize_model(tiny_model_path, dataset, out, name="tiny-int8", calibration_images=15, seed=3)
+
+
+def _crops(seed: int, n: int = 12) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 48, 48, 1), dtype=np.uint8)
+
+
+def test_quantized_file_runs_int8_by_default_and_keeps_float32(quantized, tiny_model_path: Path) -> None:  # type: ignore[no-untyped-def]
+    info = read_info(quantized.path)
+    assert info.precision == "int8" and info.name == "tiny-int8"
+    assert info.training["quantized"] == {"from": "tiny-test", "calibration_images": 15,
+                                          "calibration_split": "train", "seed": 3}
+    int8 = EmotionClassifier.load(quantized.path)
+    float32 = EmotionClassifier.load(quantized.path, precision="float32")
+    assert int8.precision == "int8" and int8.keras_model is None
+    assert float32.precision == "float32" and float32.keras_model is not None
+    crops = _crops(0)
+    p8, p32 = int8.predict_proba(crops), float32.predict_proba(crops)
+    np.testing.assert_allclose(p8.sum(axis=1), 1.0, atol=0.02)
+    np.testing.assert_allclose(p8, p32, atol=0.03)  # 8-bit rounding, not a different network
+    np.testing.assert_allclose(p32, EmotionClassifier.load(tiny_model_path).predict_proba(crops), atol=1e-6)
+
+
+def test_validation_accuracy_of_both_versions_is_measured(quantized) -> None:  # type: ignore[no-untyped-def]
+    assert quantized.float32_accuracy is not None and quantized.int8_accuracy is not None
+    assert 0.0 <= quantized.int8_accuracy <= 1.0 and 0.0 <= quantized.agreement <= 1.0
+    assert quantized.int8_bytes == len(read_int8(quantized.path) or b"")
+
+
+def test_int8_batches_and_mirror_averaging(tiny_model_path: Path, dataset: Path, tmp_path: Path) -> None:
+    out = quantize_model(tiny_model_path, dataset, tmp_path / "flip.keras", flip_average=True,
+                         calibration_images=10, evaluate=False).path
+    clf = EmotionClassifier.load(out)
+    assert clf.precision == "int8" and clf.info.flip_average
+    crops = _crops(1, n=10)
+    whole = clf.predict_proba(crops)
+    np.testing.assert_allclose(clf.predict_proba(crops, batch_size=3), whole, atol=1e-6)  # resized tensors
+    np.testing.assert_allclose(clf.predict_proba(crops[:, :, ::-1]), whole, atol=1e-6)  # symmetric by design
+
+
+def test_int8_needs_an_int8_member(tiny_model_path: Path) -> None:
+    assert read_int8(tiny_model_path) is None
+    with pytest.raises(ModelError, match="fer-batch quantize"):
+        EmotionClassifier.load(tiny_model_path, precision="int8")
+    with pytest.raises(ModelError, match="unknown precision"):
+        EmotionClassifier.load(tiny_model_path, precision="int4")
+
+
+def test_members_are_replaced_not_duplicated(quantized, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "copy.keras"
+    path.write_bytes(quantized.path.read_bytes())
+    write_int8(path, b"not really a model")
+    write_info(path, read_info(path))
+    with zipfile.ZipFile(path) as zf:
+        assert zf.namelist().count(INT8_MEMBER) == 1
+    assert read_int8(path) == b"not really a model"
+    with pytest.raises(ModelError, match="int8"):
+        EmotionClassifier.load(path)  # a broken int8 member is a clear error, not a crash
+
+
+def test_calibration_draws_training_images_reproducibly(dataset: Path) -> None:
+    from training.data import load_image_folder
+
+    train = load_image_folder(dataset / "train")
+    a, b = calibration_sample(train, 5, seed=1), calibration_sample(train, 5, seed=1)
+    assert a.shape == (5, 48, 48, 1) and a.dtype == np.float32 and np.array_equal(a, b)
+    assert calibration_sample(train, 1000, seed=1).shape[0] == len(train)
+
+
+def test_command_line_quantize_then_evaluate_at_each_precision(tiny_model_path: Path, dataset: Path,
+                                                               tmp_path: Path) -> None:
+    out = tmp_path / "q.keras"
+    proc = fer_batch("quantize", tiny_model_path, dataset, "--out", out, "--calibration-images", "10",
+                     "--no-flip-average", "--name", "cli-int8")
+    assert proc.returncode == 0, proc.stderr
+    assert "validation accuracy: float32" in proc.stdout and "int8" in proc.stdout
+    assert "XNNPACK" not in proc.stderr  # TFLite's start-up notice stays off the user's terminal
+    for precision in ("int8", "float32"):
+        report = tmp_path / precision
+        proc = fer_batch("evaluate", dataset / "validation", "--model", out, "--precision", precision,
+                         "--out", report)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((report / "metrics.json").read_text())["precision"] == precision
+    proc = fer_batch("evaluate", dataset / "validation", "--model", tiny_model_path, "--precision", "int8",
+                     "--out", tmp_path / "never")
+    assert proc.returncode != 0 and "fer-batch quantize" in proc.stderr
