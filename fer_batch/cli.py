@@ -247,10 +247,18 @@ def train(
     epochs: Annotated[int, typer.Option(min=1)] = 50,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     learning_rate: Annotated[float, typer.Option(min=0.0)] = 1e-3,
-    schedule: Annotated[str, typer.Option(help="cosine (decay over all epochs) or constant.")] = "cosine",
+    schedule: Annotated[str, typer.Option(help="cosine (decay to 1% over all epochs), constant, or plateau "
+                                               "(halve after 3 epochs without a lower validation loss).")
+                        ] = "cosine",
+    optimizer: Annotated[str, typer.Option(help="adam, adamw, or sgd (Nesterov momentum 0.9).")] = "adam",
+    weight_decay: Annotated[float, typer.Option(min=0.0, help="Decoupled weight decay (any optimizer).")] = 0.0,
     label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.5)] = 0.0,
     class_weights: Annotated[bool, typer.Option(help="Weight the loss by inverse class frequency.")] = False,
     augment: Annotated[bool, typer.Option(help="Random flips, rotations, shifts, zoom, brightness/contrast.")] = True,
+    random_erasing: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="With --augment: share of images with one random patch replaced by noise.")] = 0.0,
+    crop_padding: Annotated[int, typer.Option(
+        min=0, help="With --augment: zero-pad by this many pixels, then crop back at a random position.")] = 0,
     seed: Annotated[int, typer.Option()] = 1337,
     name: Annotated[str, typer.Option(help="Model name stored in the model file.")] = "custom",
     init_from: Annotated[Optional[str], typer.Option(help="Fine-tune this model (shipped name, .keras file or "
@@ -277,8 +285,10 @@ def train(
     from training.train import TrainConfig, run_training  # noqa: PLC0415
 
     config = TrainConfig(dataset=dataset, out=out, recipe=recipe, epochs=epochs, batch_size=batch_size,
-                         learning_rate=learning_rate, schedule=schedule, label_smoothing=label_smoothing,
-                         class_weights=class_weights, augment=augment, seed=seed, name=name,
+                         learning_rate=learning_rate, schedule=schedule, optimizer=optimizer,
+                         weight_decay=weight_decay, label_smoothing=label_smoothing, class_weights=class_weights,
+                         augment=augment, random_erasing=random_erasing, crop_padding=crop_padding, seed=seed,
+                         name=name,
                          init_from=Path(init_from) if init_from else None, ferplus_weight=ferplus_weight,
                          drop_non_faces=drop_non_faces, teachers=tuple(Path(t) for t in teacher or ()),
                          teacher_weight=teacher_weight, flip_average=flip_average)

@@ -113,3 +113,55 @@ def test_distil_from_a_teacher_with_crowd_votes(dataset: Path, tiny_model_path: 
     (dataset / "ferplus_labels.csv").unlink()
     with pytest.raises(DatasetError, match="ferplus_labels.csv"):
         next(iter_epochs(TrainConfig(dataset=dataset, out=tmp_path / "x", ferplus_weight=0.5)))
+
+
+def test_augmenter_erasing_and_padded_crops_change_images_but_not_their_shape() -> None:
+    images = np.full((16, 48, 48, 1), 100.0, np.float32)
+    plain = build_augmenter(0, random_erasing=0.0)(images, training=True).numpy()
+    erased = build_augmenter(0, random_erasing=1.0)(images, training=True).numpy()
+    assert erased.shape == plain.shape == images.shape
+    assert np.mean(np.abs(erased - plain) > 20, axis=(1, 2, 3)).min() > 0  # a noise patch on every image
+    cropped = build_augmenter(0, crop_padding=8)(images, training=True).numpy()
+    assert cropped.shape == images.shape and (cropped < 5).any()  # zero padding shows at some borders
+
+
+@pytest.mark.parametrize(("optimizer", "schedule"), [("sgd", "plateau"), ("adamw", "constant")])
+def test_optimizers_and_schedules_train_and_resume(dataset: Path, tmp_path: Path, optimizer: str,
+                                                   schedule: str) -> None:
+    out = tmp_path / "run"
+    config = TrainConfig(dataset=dataset, out=out, epochs=3, batch_size=8, optimizer=optimizer, schedule=schedule,
+                         weight_decay=1e-4, learning_rate=0.05 if optimizer == "sgd" else 1e-3,
+                         random_erasing=0.5, crop_padding=4)
+    for _ in iter_epochs(config):
+        break  # stop after one epoch, as an interrupted run would
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert state["config"]["optimizer"] == optimizer and ("plateau" in state)
+    run_training(config, resume=True)
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3]
+    if schedule == "constant":
+        assert np.allclose(history["learning_rate"], 1e-3)
+
+
+def test_plateau_halves_the_rate_after_three_flat_epochs(tmp_path: Path) -> None:
+    import keras
+
+    from training.train import _plateau_step
+
+    model = build_model("compact", (48, 48, 1), 7)
+    config = TrainConfig(dataset=tmp_path, out=tmp_path, learning_rate=0.1, schedule="plateau")
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="categorical_crossentropy")
+    state: dict = {}
+    for loss in (1.0, 1.1, 1.2):
+        state = _plateau_step(model, config, state, loss)
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.1)
+    state = _plateau_step(model, config, state, 1.05)  # third epoch without beating 1.0
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.05) and state["wait"] == 0
+    assert _plateau_step(model, config, state, 0.9) == {"best_val_loss": 0.9, "wait": 0}
+
+
+def test_unknown_optimizer_or_schedule_is_refused_before_reading_data(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="optimizer"):
+        run_training(TrainConfig(dataset=tmp_path / "absent", out=tmp_path / "run", optimizer="rmsprop"))
+    with pytest.raises(UsageError, match="schedule"):
+        run_training(TrainConfig(dataset=tmp_path / "absent", out=tmp_path / "run", schedule="step"))

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from training.reproduce import PLANS, Stage, stage_paths
+from training.train import OPTIMIZERS
 
 
 def _matrix_table(report: dict[str, Any]) -> list[str]:
@@ -60,7 +61,14 @@ def _stage_line(stage: Stage, folder: Path) -> str:
         extras.append("inference averages each face with its mirror image")
     if config.get("label_smoothing"):
         extras.append(f"label smoothing {config['label_smoothing']}")
-    return (f"* `{stage.name}`: {start}, {config['epochs']} epochs, batch size {config['batch_size']}, Adam at "
+    if config.get("weight_decay"):
+        extras.append(f"weight decay {config['weight_decay']}")
+    if config["augment"] and config.get("random_erasing"):
+        extras.append(f"random erasing on {config['random_erasing']:.0%} of images")
+    if config["augment"] and config.get("crop_padding"):
+        extras.append(f"random crops after {config['crop_padding']}-pixel padding")
+    optimizer = OPTIMIZERS[config.get("optimizer", "adam")]
+    return (f"* `{stage.name}`: {start}, {config['epochs']} epochs, batch size {config['batch_size']}, {optimizer} at "
             f"{config['learning_rate']} with a {config['schedule']} schedule, augmentation "
             f"{'on' if config['augment'] else 'off'}, seed {config['seed']}"
             + "".join(f", {e}" for e in extras)

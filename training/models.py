@@ -106,12 +106,22 @@ def build_model(recipe: str, input_shape: tuple[int, int, int], num_classes: int
     return builder(input_shape, num_classes)
 
 
-def build_augmenter(seed: int = 0) -> keras.Sequential:
+def build_augmenter(seed: int = 0, random_erasing: float = 0.0, crop_padding: int = 0,
+                    image_size: tuple[int, int] = (48, 48)) -> keras.Sequential:
     """Random flips, small rotations, shifts, zoom and brightness/contrast changes, applied per batch.
 
     Faces in FER2013 are roughly aligned; the ranges stay small so an augmented
-    face still looks like one a face detector would crop.
+    face still looks like one a face detector would crop. ``crop_padding`` adds
+    a random crop after zero-padding by that many pixels, and ``random_erasing``
+    replaces one random patch (2-25% of the image) with noise in that share of
+    the images.
     """
+    extra: list[keras.layers.Layer] = []
+    if crop_padding > 0:
+        extra += [layers.ZeroPadding2D(crop_padding), layers.RandomCrop(*image_size, seed=seed + 6)]
+    if random_erasing > 0:
+        extra.append(layers.RandomErasing(factor=(random_erasing, random_erasing), scale=(0.02, 0.25),
+                                          value_range=(0.0, 255.0), seed=seed + 7))
     return keras.Sequential(
         [
             layers.RandomFlip("horizontal", seed=seed),
@@ -120,6 +130,7 @@ def build_augmenter(seed: int = 0) -> keras.Sequential:
             layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 3),
             layers.RandomBrightness(0.15, value_range=(0.0, 255.0), seed=seed + 4),
             layers.RandomContrast(0.2, seed=seed + 5),
+            *extra,
         ],
         name="augment",
     )

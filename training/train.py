@@ -52,10 +52,14 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 64
     learning_rate: float = 1e-3
-    schedule: str = "cosine"  # "cosine" decays to 1% over all epochs; "constant" keeps it
+    schedule: str = "cosine"  # see SCHEDULES
+    optimizer: str = "adam"  # see OPTIMIZERS
+    weight_decay: float = 0.0  # decoupled weight decay, for any optimizer
     label_smoothing: float = 0.0
     class_weights: bool = False  # weight the loss by inverse class frequency
     augment: bool = True
+    random_erasing: float = 0.0  # with augmentation: the share of images with one random patch replaced by noise
+    crop_padding: int = 0  # with augmentation: pad by this many pixels, then crop back at a random position
     seed: int = 1337
     image_size: tuple[int, int] = (48, 48)
     crop_margin: float = 0.2  # stored in the model: how inference frames detector boxes
@@ -139,22 +143,61 @@ def _base_recipe(init_from: Path, fallback: str) -> str:
     return str(read_info(resolve_model(init_from)).training.get("config", {}).get("recipe", fallback))
 
 
+SCHEDULES = {
+    "cosine": "decays to 1% of the learning rate over all epochs",
+    "constant": "keeps the learning rate",
+    "plateau": "halves the learning rate after 3 epochs without a lower validation loss, down to 1% of it",
+}
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with Nesterov momentum 0.9"}
+PLATEAU_PATIENCE = 3
+PLATEAU_FACTOR = 0.5
+PLATEAU_FLOOR = 0.01  # the smallest learning rate, as a share of the initial one
+
+
+def check_options(config: TrainConfig) -> None:
+    """Refuse unknown schedule and optimizer names before any data is read."""
+    if config.schedule not in SCHEDULES:
+        raise UsageError(f"unknown schedule {config.schedule!r}; use {', '.join(SCHEDULES)}")
+    if config.optimizer not in OPTIMIZERS:
+        raise UsageError(f"unknown optimizer {config.optimizer!r}; use {', '.join(OPTIMIZERS)}")
+
+
 def _compile(model: Any, config: TrainConfig, steps_per_epoch: int) -> None:
     import keras  # noqa: PLC0415
 
+    lr: Any = config.learning_rate
     if config.schedule == "cosine":
-        lr: Any = keras.optimizers.schedules.CosineDecay(
+        lr = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.01
         )
-    elif config.schedule == "constant":
-        lr = config.learning_rate
+    decay = config.weight_decay or None
+    if config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
+    elif config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, weight_decay=decay)
     else:
-        raise UsageError(f"unknown schedule {config.schedule!r}; use cosine or constant")
+        optimizer = keras.optimizers.Adam(learning_rate=lr, weight_decay=decay)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=lr),
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
+
+
+def _plateau_step(model: Any, config: TrainConfig, plateau: dict[str, Any], val_loss: float) -> dict[str, Any]:
+    """The plateau schedule after one epoch: lower the learning rate when validation loss stalls.
+
+    Its state lives in the run's state file, so a resumed run continues it.
+    """
+    best, wait = float(plateau.get("best_val_loss", math.inf)), int(plateau.get("wait", 0))
+    if val_loss < best:
+        return {"best_val_loss": val_loss, "wait": 0}
+    wait += 1
+    if wait >= PLATEAU_PATIENCE:
+        lr = max(_current_lr(model) * PLATEAU_FACTOR, config.learning_rate * PLATEAU_FLOOR)
+        model.optimizer.learning_rate.assign(lr)
+        wait = 0
+    return {"best_val_loss": best, "wait": wait}
 
 
 def _current_lr(model: Any) -> float:
@@ -220,6 +263,7 @@ def iter_epochs(
     if resume:
         # A resumed run keeps every saved option: the learning-rate schedule spans the original epoch count.
         config = config_from_json(state["config"])
+    check_options(config)
     keras.utils.set_random_seed(config.seed)
 
     train_set, val_set = data if data is not None else load_dataset(config.dataset, config.image_size)
@@ -232,19 +276,21 @@ def iter_epochs(
         model = keras.saving.load_model(out / CHECKPOINT_FILE, compile=True)
         start = int(state["epochs_done"])
         best = float(state["best_val_accuracy"])
+        plateau = dict(state.get("plateau", {}))
     else:
         model = _initial_model(config, input_shape, len(train_set.class_names))
         if config.init_from is not None:
             config = replace(config, recipe=_base_recipe(config.init_from, config.recipe))
         _compile(model, config, steps)
-        start, best = 0, -1.0
+        start, best, plateau = 0, -1.0, {}
         _write_json(out / CONFIG_FILE, config.to_json())
 
     augmenter = None
     if config.augment:
         from training.models import build_augmenter  # noqa: PLC0415
 
-        augmenter = build_augmenter(config.seed)
+        augmenter = build_augmenter(config.seed, random_erasing=config.random_erasing,
+                                    crop_padding=config.crop_padding, image_size=config.image_size)
     train_ds = make_tf_dataset(train_set, config.batch_size, training=True, augmenter=augmenter, seed=config.seed)
     val_ds = make_tf_dataset(val_set, 256, training=False)
     weights = _class_weights(train_set) if config.class_weights else None
@@ -264,7 +310,9 @@ def iter_epochs(
         )
         seconds = time.perf_counter() - began
         metrics = {k: float(v[-1]) for k, v in fit.history.items()}
-        metrics["learning_rate"] = _current_lr(model)
+        metrics["learning_rate"] = _current_lr(model)  # the rate this epoch ended with
+        if config.schedule == "plateau" and "val_loss" in metrics:
+            plateau = _plateau_step(model, config, plateau, metrics["val_loss"])
         improved = metrics.get("val_accuracy", -1.0) > best
         if improved:
             best = metrics["val_accuracy"]
@@ -277,7 +325,7 @@ def iter_epochs(
         row = {"epoch": epoch + 1, **metrics, "seconds": round(seconds, 1)}
         pd.DataFrame([row]).to_csv(history_path, mode="a", header=not history_path.exists(), index=False)
         _write_json(out / STATE_FILE, {"epochs_done": epoch + 1, "best_val_accuracy": best,
-                                       "config": config.to_json()})
+                                       "plateau": plateau, "config": config.to_json()})
         yield EpochResult(epoch=epoch + 1, epochs=config.epochs, metrics=metrics, seconds=seconds, best=improved)
 
 
