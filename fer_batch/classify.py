@@ -34,6 +34,14 @@ class Precision(str, Enum):
 Runner = Callable[[np.ndarray], np.ndarray]  # float32 (N, H, W, C) batch in 0..255 -> (N, classes) probabilities
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (fewer than the machine's under an affinity mask)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _mirrored(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x, x[:, :, ::-1]], axis=0)
 
@@ -88,8 +96,7 @@ class Int8Runner:
 
         with warnings.catch_warnings():  # tf.lite.Interpreter warns that it moves to another package
             warnings.simplefilter("ignore")
-            self._interpreter = tf.lite.Interpreter(model_content=tflite_model,
-                                                    num_threads=threads or os.cpu_count() or 1)
+            self._interpreter = tf.lite.Interpreter(model_content=tflite_model, num_threads=threads or _usable_cpus())
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._flip = info.flip_average
