@@ -100,6 +100,8 @@ class Int8Runner:
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._flip = info.flip_average
+        # Quantised without its softmax (see training.quantize): the softmax runs here, in float.
+        self._logits = info.training.get("quantized", {}).get("output") == "logits"
         self._batch = -1  # the batch size the interpreter's tensors are allocated for
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -112,7 +114,10 @@ class Int8Runner:
             self._batch = x.shape[0]
         self._interpreter.set_tensor(self._input, np.ascontiguousarray(x, dtype=np.float32))
         self._interpreter.invoke()
-        probs = self._interpreter.get_tensor(self._output).copy()
+        probs = self._interpreter.get_tensor(self._output).astype(np.float32)
+        if self._logits:
+            probs = np.exp(probs - probs.max(axis=1, keepdims=True))
+            probs /= probs.sum(axis=1, keepdims=True)
         return _unmirrored(probs) if self._flip else probs
 
 

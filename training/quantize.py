@@ -47,6 +47,24 @@ def calibration_sample(train: ImageSet, count: int, seed: int) -> np.ndarray:
     return train.images[np.sort(pick)].astype(np.float32)
 
 
+def logits_model(model: Any) -> tuple[Any, bool]:
+    """The network without its final softmax (same weights), and whether that could be done.
+
+    An int8 softmax output has 1/256 steps, so small probabilities read 0; int8
+    logits followed by a float softmax (in the runner) keep them smooth.
+    """
+    import keras  # noqa: PLC0415
+
+    last = model.layers[-1]
+    if not isinstance(last, keras.layers.Dense) or last.get_config().get("activation") != "softmax":
+        return model, False
+    config = {**last.get_config(), "activation": "linear", "name": f"{last.name}_logits"}
+    dense = keras.layers.Dense.from_config(config)
+    outputs = dense(last.input)
+    dense.set_weights(last.get_weights())
+    return keras.Model(model.inputs, outputs), True
+
+
 def convert_int8(model: Any, info: ModelInfo, calibration: np.ndarray) -> bytes:
     """The Keras ``model`` as a full-integer TFLite model with float32 input and output."""
     import tensorflow as tf  # noqa: PLC0415
@@ -92,10 +110,11 @@ def quantize_model(
     model, info = load_keras_model(source)
     train = load_image_folder(dataset / TRAIN_SPLIT, info.input_size, class_names=info.class_names)
     sample = calibration_sample(train, calibration_images, seed)
-    tflite_model = convert_int8(model, info, sample)
+    network, logits = logits_model(model)
+    tflite_model = convert_int8(network, info, sample)
 
     quantized = {"from": info.name, "calibration_images": int(sample.shape[0]), "calibration_split": TRAIN_SPLIT,
-                 "seed": seed}
+                 "seed": seed, "output": "logits" if logits else "probabilities"}
     new_info = replace(
         info,
         name=name or info.name,
