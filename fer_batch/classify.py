@@ -12,16 +12,15 @@ import os
 import warnings
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import numpy as np
 
 from fer_batch.errors import ModelError
-from fer_batch.model_file import PRECISIONS, ModelInfo, load_keras_model, read_info, read_int8
+from fer_batch.model_file import ModelInfo, load_keras_model, read_info, read_int8
 from fer_batch.runtime import silenced_stderr
 
 DEFAULT_BATCH_SIZE = 256  # faces per model call; large batches amortise TensorFlow's per-call overhead
-PRECISION_CHOICES: tuple[str, ...] = ("auto", *PRECISIONS)
 
 
 class Precision(str, Enum):
@@ -31,7 +30,16 @@ class Precision(str, Enum):
     FLOAT32 = "float32"  # the Keras network
     INT8 = "int8"  # the quantised TFLite copy: several times faster on a CPU
 
-Runner = Callable[[np.ndarray], np.ndarray]  # float32 (N, H, W, C) batch in 0..255 -> (N, classes) probabilities
+
+PRECISION_CHOICES: tuple[str, ...] = tuple(p.value for p in Precision)  # "auto" plus model_file.PRECISIONS
+
+
+class Runner(Protocol):
+    """One version of the network: float32 (N, H, W, C) batch in 0..255 -> (N, classes) probabilities."""
+
+    precision: str
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
 
 def _usable_cpus() -> int:
@@ -66,17 +74,7 @@ class KerasRunner:
         self.model = model
         height, width = info.input_size
         spec = tf.TensorSpec((None, height, width, info.channels), tf.float32)
-        if info.flip_average:
-            # Test-time augmentation: one model call on the crops and their mirror images together.
-            def forward(x: Any) -> Any:
-                n = tf.shape(x)[0]
-                probs = model(tf.concat([x, tf.reverse(x, axis=[2])], axis=0), training=False)
-                return (probs[:n] + probs[n:]) / 2.0
-        else:
-            def forward(x: Any) -> Any:
-                return model(x, training=False)
-
-        self._forward = tf.function(forward, input_signature=[spec])
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self._forward(x).numpy()
@@ -99,14 +97,11 @@ class Int8Runner:
             self._interpreter = tf.lite.Interpreter(model_content=tflite_model, num_threads=threads or _usable_cpus())
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
-        self._flip = info.flip_average
         # Quantised without its softmax (see training.quantize): the softmax runs here, in float.
         self._logits = info.training.get("quantized", {}).get("output") == "logits"
         self._batch = -1  # the batch size the interpreter's tensors are allocated for
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self._flip:
-            x = _mirrored(x)
         if x.shape[0] != self._batch:
             self._interpreter.resize_tensor_input(self._input, list(x.shape))
             with silenced_stderr():  # TFLite announces its XNNPACK delegate on stderr at the first allocation
@@ -118,14 +113,15 @@ class Int8Runner:
         if self._logits:
             probs = np.exp(probs - probs.max(axis=1, keepdims=True))
             probs /= probs.sum(axis=1, keepdims=True)
-        return _unmirrored(probs) if self._flip else probs
+        return probs
 
 
 class EmotionClassifier:
     """A model file's network plus its metadata; classifies many crops per call.
 
     A model whose metadata sets ``flip_average`` is also run on the mirrored
-    crops, and the two probability vectors are averaged.
+    crops (in the same network call), and the two probability vectors are
+    averaged, whichever version of the network runs.
     """
 
     def __init__(self, runner: Runner, info: ModelInfo, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
@@ -165,11 +161,11 @@ class EmotionClassifier:
     @property
     def keras_model(self) -> Any | None:
         """The Keras network when running at float32; None for the int8 version."""
-        return getattr(self.runner, "model", None)
+        return self.runner.model if isinstance(self.runner, KerasRunner) else None
 
     @property
     def precision(self) -> str:
-        return str(getattr(self.runner, "precision", "float32"))
+        return self.runner.precision
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -195,5 +191,8 @@ class EmotionClassifier:
             return out
         for start in range(0, n, step):
             chunk = np.ascontiguousarray(crops[start : start + step], dtype=np.float32)
-            out[start : start + chunk.shape[0]] = self.runner(chunk)
+            if self.info.flip_average:
+                out[start : start + chunk.shape[0]] = _unmirrored(self.runner(_mirrored(chunk)))
+            else:
+                out[start : start + chunk.shape[0]] = self.runner(chunk)
         return out

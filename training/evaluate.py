@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fer_batch.classify import DEFAULT_BATCH_SIZE, EmotionClassifier
 from fer_batch.models import resolve_model
 from training.data import ImageSet, load_image_folder
@@ -28,8 +30,14 @@ class Evaluation:
     confusion_path: Path
 
 
-def evaluate_images(classifier: EmotionClassifier, data: ImageSet, out: Path, title: str) -> Evaluation:
-    """Classify labelled crops and write ``metrics.json`` and ``confusion_matrix.png`` into ``out``."""
+def predicted_classes(model_path: Path, data: ImageSet, precision: str = "auto") -> np.ndarray:
+    """The class index the model file predicts for each image, at ``precision``."""
+    return EmotionClassifier.load(model_path, precision=precision).predict_proba(data.images).argmax(axis=1)
+
+
+def evaluate_images(classifier: EmotionClassifier, data: ImageSet, out: Path, title: str,
+                    extra: dict[str, Any] | None = None) -> Evaluation:
+    """Classify labelled crops and write ``metrics.json`` (with ``extra`` entries) and ``confusion_matrix.png``."""
     began = time.perf_counter()
     probs = classifier.predict_proba(data.images)
     seconds = time.perf_counter() - began
@@ -37,6 +45,7 @@ def evaluate_images(classifier: EmotionClassifier, data: ImageSet, out: Path, ti
     report["model_name"] = classifier.info.name
     report["precision"] = classifier.precision
     report["seconds"] = round(seconds, 3)
+    report.update(extra or {})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.json"
@@ -58,7 +67,5 @@ def evaluate_folder(
     model_path = resolve_model(model)
     classifier = EmotionClassifier.load(model_path, batch_size=batch_size, precision=precision)
     data = load_image_folder(Path(data_dir), classifier.input_size, class_names=classifier.class_names)
-    result = evaluate_images(classifier, data, out, title=f"{classifier.info.name} on {Path(data_dir).name}")
-    result.report.update(model=str(model_path), data=str(data_dir))
-    result.metrics_path.write_text(json.dumps(result.report, indent=2))
-    return result
+    return evaluate_images(classifier, data, out, title=f"{classifier.info.name} on {Path(data_dir).name}",
+                           extra={"model": str(model_path), "data": str(data_dir)})

@@ -136,7 +136,7 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
     from fer_batch.model_file import PRECISIONS, load_keras_model, read_int8  # noqa: PLC0415
     from fer_batch.models import resolve_model  # noqa: PLC0415
     from training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
-    from training.evaluate import evaluate_images  # noqa: PLC0415
+    from training.evaluate import evaluate_images, predicted_classes  # noqa: PLC0415
 
     paths = stage_paths(plan, root)
     dest.mkdir(parents=True, exist_ok=True)
@@ -156,10 +156,8 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
                                    class_names=classifier.class_names)
     report = evaluate_images(classifier, validation, dest, title=f"{plan} on validation").report
     others = [p for p in PRECISIONS if p != classifier.precision and (p != "int8" or read_int8(final) is not None)]
-    other_accuracy = {}
-    for precision in others:
-        probs = EmotionClassifier.load(final, precision=precision).predict_proba(validation.images)
-        other_accuracy[precision] = float((probs.argmax(axis=1) == validation.labels).mean())
+    other_accuracy = {p: float((predicted_classes(final, validation, p) == validation.labels).mean())
+                      for p in others}
     parameters = load_keras_model(final)[0].count_params()
     card = dest / "README.md"
     card.write_text(render_card(plan, root, report, hardware, throughput, note, parameters, other_accuracy))

@@ -136,11 +136,10 @@ def quantize_model(
 
 
 def _with_validation(result: QuantizeResult, validation_dir: Path) -> QuantizeResult:
-    from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
+    from training.evaluate import predicted_classes  # noqa: PLC0415
 
     data = load_image_folder(validation_dir, result.info.input_size, class_names=result.info.class_names)
-    predictions = {p: EmotionClassifier.load(result.path, precision=p).predict_proba(data.images).argmax(axis=1)
-                   for p in PRECISIONS}
+    predictions = {p: predicted_classes(result.path, data, precision=p) for p in PRECISIONS}
     return replace(
         result,
         float32_accuracy=float((predictions["float32"] == data.labels).mean()),

@@ -143,11 +143,8 @@ def _base_recipe(init_from: Path, fallback: str) -> str:
     return str(read_info(resolve_model(init_from)).training.get("config", {}).get("recipe", fallback))
 
 
-SCHEDULES = {
-    "cosine": "decays to 1% of the learning rate over all epochs",
-    "constant": "keeps the learning rate",
-    "plateau": "halves the learning rate after 3 epochs without a lower validation loss, down to 1% of it",
-}
+# cosine: decays to 1% over all epochs; constant; plateau: see _plateau_step.
+SCHEDULES: tuple[str, ...] = ("cosine", "constant", "plateau")
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with Nesterov momentum 0.9"}
 PLATEAU_PATIENCE = 3
 PLATEAU_FACTOR = 0.5
