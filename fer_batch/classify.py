@@ -98,7 +98,7 @@ class Int8Runner:
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         # Quantised without its softmax (see training.quantize): the softmax runs here, in float.
-        self._logits = info.training.get("quantized", {}).get("output") == "logits"
+        self._logits = info.int8_output == "logits"
         self._batch = -1  # the batch size the interpreter's tensors are allocated for
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from fer_batch.errors import ModelError
 METADATA_MEMBER = "fer_batch.json"
 INT8_MEMBER = "fer_batch_int8.tflite"
 PRECISIONS: tuple[str, ...] = ("float32", "int8")  # float32: the Keras model; int8: the embedded TFLite model
+INT8_OUTPUTS: tuple[str, ...] = ("probabilities", "logits")  # what the int8 network's output tensor holds
 FORMAT_VERSION = 1
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
@@ -43,6 +44,7 @@ class ModelInfo:
     pixel_range: tuple[float, float] = (0.0, 255.0)  # what the model's input expects
     flip_average: bool = False  # average the probabilities of each crop and its mirror image
     precision: str = "float32"  # which version runs by default (see PRECISIONS)
+    int8_output: str = "probabilities"  # "logits": the int8 network stops before its softmax (see INT8_OUTPUTS)
     name: str = "custom"
     training: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -56,6 +58,11 @@ class ModelInfo:
         precision = str(data.get("precision", "float32"))
         if precision not in PRECISIONS:
             raise ModelError(f"invalid fer-batch metadata: unknown precision {precision!r}")
+        # Files quantised before the field existed recorded it under training.quantized.output.
+        legacy_output = dict(data.get("training", {})).get("quantized", {}).get("output", "probabilities")
+        int8_output = str(data.get("int8_output", legacy_output))
+        if int8_output not in INT8_OUTPUTS:
+            raise ModelError(f"invalid fer-batch metadata: unknown int8_output {int8_output!r}")
         try:
             return cls(
                 class_names=tuple(data["class_names"]),
@@ -65,6 +72,7 @@ class ModelInfo:
                 pixel_range=tuple(data.get("pixel_range", (0.0, 255.0))),  # type: ignore[arg-type]
                 flip_average=bool(data.get("flip_average", False)),
                 precision=precision,
+                int8_output=int8_output,
                 name=str(data.get("name", "custom")),
                 training=dict(data.get("training", {})),
                 format_version=int(data.get("format_version", FORMAT_VERSION)),

@@ -54,3 +54,14 @@ def test_resolve_model_by_folder_file_and_name(tiny_model_path: Path, tmp_path: 
         resolve_model(tmp_path / "nothing")
     assert {"accurate", "fast"} <= set(shipped_models()), "the package ships both models"
     assert resolve_model(None) == shipped_models()["accurate"]
+
+
+def test_int8_output_is_validated_and_read_from_older_files() -> None:
+    base = {"class_names": list(EMOTIONS), "input_size": [48, 48]}
+    assert ModelInfo.from_dict(base).int8_output == "probabilities"
+    assert ModelInfo.from_dict({**base, "int8_output": "logits"}).int8_output == "logits"
+    # Files quantised before the field existed said so under training.quantized.output.
+    older = {**base, "training": {"quantized": {"output": "logits"}}}
+    assert ModelInfo.from_dict(older).int8_output == "logits"
+    with pytest.raises(ModelError, match="int8_output"):
+        ModelInfo.from_dict({**base, "int8_output": "log-probabilities"})

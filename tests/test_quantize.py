@@ -37,7 +37,8 @@ def test_quantized_file_runs_int8_by_default_and_keeps_float32(quantized, tiny_m
     info = read_info(quantized.path)
     assert info.precision == "int8" and info.name == "tiny-int8"
     assert info.training["quantized"] == {"from": "tiny-test", "calibration_images": 15,
-                                          "calibration_split": "train", "seed": 3, "output": "logits"}
+                                          "calibration_split": "train", "seed": 3}
+    assert info.int8_output == "logits"
     int8 = EmotionClassifier.load(quantized.path)
     float32 = EmotionClassifier.load(quantized.path, precision="float32")
     assert int8.precision == "int8" and int8.keras_model is None

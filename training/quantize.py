@@ -114,11 +114,12 @@ def quantize_model(
     tflite_model = convert_int8(network, info, sample)
 
     quantized = {"from": info.name, "calibration_images": int(sample.shape[0]), "calibration_split": TRAIN_SPLIT,
-                 "seed": seed, "output": "logits" if logits else "probabilities"}
+                 "seed": seed}
     new_info = replace(
         info,
         name=name or info.name,
         precision=precision,
+        int8_output="logits" if logits else "probabilities",
         flip_average=info.flip_average if flip_average is None else flip_average,
         training={**info.training, "quantized": quantized},
     )
