@@ -1,4 +1,4 @@
-"""Ensembles: one model file that averages several models' probabilities."""
+"""Ensembles: one model file that averages several models' logits."""
 
 from __future__ import annotations
 
@@ -24,7 +24,12 @@ def _second_model(path: Path, **info: object) -> Path:
                                              **info))  # type: ignore[arg-type]
 
 
-def test_ensemble_averages_member_probabilities(tiny_model_path: Path, tmp_path: Path) -> None:
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_ensemble_averages_member_logits(tiny_model_path: Path, tmp_path: Path) -> None:
     second = _second_model(tmp_path / "second.keras")
     out = ensemble_models([tiny_model_path, second], tmp_path / "both.keras", name="both")
     crops = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 1), dtype=np.uint8)
@@ -32,7 +37,8 @@ def test_ensemble_averages_member_probabilities(tiny_model_path: Path, tmp_path:
     b = EmotionClassifier.load(second).predict_proba(crops)
     both = EmotionClassifier.load(out)
     assert not np.allclose(a, b)
-    assert np.allclose(both.predict_proba(crops), (a + b) / 2, atol=1e-5)
+    # softmax of the mean logits = the members' probabilities' geometric mean, renormalised
+    assert np.allclose(both.predict_proba(crops), _softmax((np.log(a) + np.log(b)) / 2), atol=1e-5)
     info = read_info(out)
     assert info.name == "both" and [m["name"] for m in info.training["ensemble"]] == ["tiny-test", "second"]
 

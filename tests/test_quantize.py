@@ -114,3 +114,30 @@ def test_command_line_quantize_then_evaluate_at_each_precision(tiny_model_path: 
     proc = fer_batch("evaluate", dataset / "validation", "--model", tiny_model_path, "--precision", "int8",
                      "--out", tmp_path / "never")
     assert proc.returncode != 0 and "fer-batch quantize" in proc.stderr
+
+
+def test_an_ensemble_quantizes_to_int8_logits(tiny_model_path: Path, dataset: Path, tmp_path: Path) -> None:
+    from training.ensemble import ensemble_models
+
+    from .test_ensemble import _second_model
+
+    both = ensemble_models([tiny_model_path, _second_model(tmp_path / "second.keras")], tmp_path / "both.keras",
+                           name="both")
+    out = quantize_model(both, dataset, tmp_path / "both-int8.keras", calibration_images=15, evaluate=False).path
+    assert read_info(out).int8_output == "logits"  # the ensemble's one softmax was split off
+    crops = _crops(5)
+    int8 = EmotionClassifier.load(out).predict_proba(crops)
+    float32 = EmotionClassifier.load(out, precision="float32").predict_proba(crops)
+    np.testing.assert_allclose(int8.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(int8 - float32).max() < 0.1
+
+
+def test_a_network_without_a_softmax_keeps_its_output() -> None:
+    import keras
+
+    from training.models import logits_model
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="sigmoid")(inputs))
+    same, split = logits_model(model)
+    assert same is model and not split

@@ -1,4 +1,4 @@
-"""Combine trained models into one model file that averages their probabilities.
+"""Combine trained models into one model file that averages their predictions.
 
     python -m training.ensemble runs/wide-ft runs/compact-ft --out ensemble.keras --name accurate
 
@@ -28,19 +28,32 @@ def _check_compatible(infos: Sequence[ModelInfo], specs: Sequence[str | Path]) -
 
 
 def build_ensemble(members: Sequence[Any], name: str = "ensemble") -> Any:
-    """One Keras model whose output is the mean of the members' outputs for the same input."""
+    """One Keras model that averages the members' logits for the same input, then applies one softmax.
+
+    Averaging logits (a normalised geometric mean of the members' probabilities) rather than probabilities
+    keeps the ensemble one network with one softmax at its end, so ``fer-batch quantize`` can split the
+    softmax off and quantise the whole ensemble to int8 logits like a single model. Members that do not end
+    in a softmax are averaged as they are.
+    """
     import keras  # noqa: PLC0415
+
+    from training.models import logits_model  # noqa: PLC0415
 
     if len(members) < 2:
         raise ModelError("an ensemble needs at least two models")
+    split = [logits_model(member) for member in members]
+    all_logits = all(ok for _, ok in split)
     inputs = keras.Input(shape=members[0].input_shape[1:], name="pixels")
     outputs = []
-    for i, member in enumerate(members):
+    for i, (member, (network, _)) in enumerate(zip(members, split)):
+        net = network if all_logits else member
         # Members are often built by the same recipe and share a name; a graph needs unique layer names.
-        wrapped = keras.Model(member.inputs[0], member.outputs[0], name=f"member_{i}_{member.name}")
+        wrapped = keras.Model(net.inputs[0], net.outputs[0], name=f"member_{i}_{member.name}")
         outputs.append(wrapped(inputs))
-    mean = keras.layers.Average(name="probabilities")(outputs)
-    return keras.Model(inputs, mean, name=name)
+    if not all_logits:
+        return keras.Model(inputs, keras.layers.Average(name="probabilities")(outputs), name=name)
+    mean = keras.layers.Average(name="mean_logits")(outputs)
+    return keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(mean), name=name)
 
 
 def ensemble_models(specs: Sequence[str | Path], out: Path, name: str) -> Path:

@@ -106,6 +106,23 @@ def build_model(recipe: str, input_shape: tuple[int, int, int], num_classes: int
     return builder(input_shape, num_classes)
 
 
+def logits_model(model: keras.Model) -> tuple[keras.Model, bool]:
+    """The network up to its logits (same weights, no final softmax), and whether it ends in a softmax at all.
+
+    Handles the two endings fer-batch builds: a recipe's ``Dense(..., activation="softmax")`` and an ensemble's
+    ``Activation("softmax")``. Any other model is returned unchanged, with False.
+    """
+    last = model.layers[-1]
+    if isinstance(last, layers.Activation) and last.get_config().get("activation") == "softmax":
+        return keras.Model(model.inputs, last.input), True
+    if isinstance(last, layers.Dense) and last.get_config().get("activation") == "softmax":
+        dense = layers.Dense.from_config({**last.get_config(), "activation": "linear", "name": f"{last.name}_logits"})
+        outputs = dense(last.input)
+        dense.set_weights(last.get_weights())
+        return keras.Model(model.inputs, outputs), True
+    return model, False
+
+
 def build_augmenter(seed: int = 0, random_erasing: float = 0.0, crop_padding: int = 0,
                     image_size: tuple[int, int] = (48, 48)) -> keras.Sequential:
     """Random flips, small rotations, shifts, zoom and brightness/contrast changes, applied per batch.

@@ -24,6 +24,7 @@ from fer_batch.errors import DatasetError
 from fer_batch.model_file import PRECISIONS, ModelInfo, load_keras_model, save_model, write_int8
 from fer_batch.runtime import silenced_stderr
 from training.data import TRAIN_SPLIT, VALIDATION_SPLIT, ImageSet, load_image_folder
+from training.models import logits_model
 
 DEFAULT_CALIBRATION_IMAGES = 500
 
@@ -45,24 +46,6 @@ def calibration_sample(train: ImageSet, count: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(train), size=min(count, len(train)), replace=False)
     return train.images[np.sort(pick)].astype(np.float32)
-
-
-def logits_model(model: Any) -> tuple[Any, bool]:
-    """The network without its final softmax (same weights), and whether that could be done.
-
-    An int8 softmax output has 1/256 steps, so small probabilities read 0; int8
-    logits followed by a float softmax (in the runner) keep them smooth.
-    """
-    import keras  # noqa: PLC0415
-
-    last = model.layers[-1]
-    if not isinstance(last, keras.layers.Dense) or last.get_config().get("activation") != "softmax":
-        return model, False
-    config = {**last.get_config(), "activation": "linear", "name": f"{last.name}_logits"}
-    dense = keras.layers.Dense.from_config(config)
-    outputs = dense(last.input)
-    dense.set_weights(last.get_weights())
-    return keras.Model(model.inputs, outputs), True
 
 
 def convert_int8(model: Any, info: ModelInfo, calibration: np.ndarray) -> bytes:
@@ -110,6 +93,8 @@ def quantize_model(
     model, info = load_keras_model(source)
     train = load_image_folder(dataset / TRAIN_SPLIT, info.input_size, class_names=info.class_names)
     sample = calibration_sample(train, calibration_images, seed)
+    # An int8 softmax output has 1/256 steps, so small probabilities would read 0; int8 logits followed by a
+    # float softmax (in the runner) keep them smooth.
     network, logits = logits_model(model)
     tflite_model = convert_int8(network, info, sample)
 
