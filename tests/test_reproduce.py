@@ -61,7 +61,7 @@ def test_model_card_describes_every_stage(tiny_runs: tuple[Path, Path], tmp_path
     text = card.read_text()
     accuracy = json.loads((tmp_path / "card" / "metrics.json").read_text())["accuracy"]
     assert f"Accuracy {accuracy:.4f}" in text and "A note." in text and "a test machine" in text
-    assert "`tuned`: fine-tuned from `base`" in text and "augmentation off" in text
+    assert "`tuned`: continued from `base`'s weights" in text and "augmentation off" in text
     assert "`student`: recipe `compact` from scratch" in text and "distilled from `base`, `tuned`" in text
     assert "`mix`: the mean of the probabilities of `tuned`, `student`" in text
     assert "`tiny`: `mix` with an int8 copy calibrated on 10 training images; runs at int8" in text

@@ -48,7 +48,10 @@ def _stage_line(stage: Stage, folder: Path) -> str:
     config = json.loads((folder / "train_config.json").read_text())
     history = pd.read_csv(folder / "history.csv")
     best = history.loc[history["val_accuracy"].idxmax()]
-    start = f"fine-tuned from `{stage.init_from}`" if stage.init_from else f"recipe `{config['recipe']}` from scratch"
+    if stage.init_from:
+        start = f"continued from `{stage.init_from}`'s weights"
+    else:
+        start = f"recipe `{config['recipe']}` from scratch"
     extras = []
     if stage.teachers:
         extras.append("distilled from " + ", ".join(f"`{t}`" for t in stage.teachers)

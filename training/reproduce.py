@@ -60,8 +60,8 @@ _FINE_TUNE = {"epochs": 5, "learning_rate": 1e-4, "augment": False}
 # Measured on FER2013 validation: wide-v1 0.6392 -> a second augmented run from it with a fresh cosine schedule
 # (wide-v2, a warm restart) 0.6431 -> a third (wide-v3) 0.6545 -> a fourth (wide-v4) 0.6523 -> fine-tuned without
 # augmentation (wide-v4-ft) 0.6835. The same fine-tune after wide-v1 gave 0.6654, after wide-v2 0.6782, after
-# wide-v3 0.6824: the augmented stage has levelled off, the fine-tuned result still gains a little. An ensemble of the fine-tuned wide and compact networks scored
-# 0.6598, below wide alone, so both models are one network.
+# wide-v3 0.6824: the augmented stage has levelled off, the fine-tuned result still gains a little. An ensemble
+# of the fine-tuned wide and compact networks scored 0.6598, below wide alone, so both models are one network.
 _NETWORK = (
     Stage("wide-v1", {"recipe": "wide", "epochs": 35}),
     Stage("wide-v2", {"epochs": 20, "learning_rate": 5e-4}, init_from="wide-v1"),
