@@ -43,10 +43,10 @@ def build_ensemble(members: Sequence[Any], name: str = "ensemble") -> Any:
         raise ModelError("an ensemble needs at least two models")
     split = [logits_model(member) for member in members]
     all_logits = all(ok for _, ok in split)
+    nets = [net for net, _ in split] if all_logits else list(members)
     inputs = keras.Input(shape=members[0].input_shape[1:], name="pixels")
     outputs = []
-    for i, (member, (network, _)) in enumerate(zip(members, split)):
-        net = network if all_logits else member
+    for i, (member, net) in enumerate(zip(members, nets)):
         # Members are often built by the same recipe and share a name; a graph needs unique layer names.
         wrapped = keras.Model(net.inputs[0], net.outputs[0], name=f"member_{i}_{member.name}")
         outputs.append(wrapped(inputs))
