@@ -63,7 +63,7 @@ def test_model_card_describes_every_stage(tiny_runs: tuple[Path, Path], tmp_path
     assert f"Accuracy {accuracy:.4f}" in text and "A note." in text and "a test machine" in text
     assert "`tuned`: continued from `base`'s weights" in text and "augmentation off" in text
     assert "`student`: recipe `compact` from scratch" in text and "distilled from `base`, `tuned`" in text
-    assert "`mix`: the mean of the probabilities of `tuned`, `student`" in text
+    assert "`mix`: the mean of the logits of `tuned`, `student`" in text
     assert "`tiny`: `mix` with an int8 copy calibrated on 10 training images; runs at int8" in text
     assert "at int8 (the default)" in text and "at float32:" in text
     assert "python -m training.reproduce tiny" in text and "runs/shipped/tiny.keras" in text

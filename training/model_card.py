@@ -35,7 +35,7 @@ def _matrix_table(report: dict[str, Any]) -> list[str]:
 def _stage_line(stage: Stage, folder: Path) -> str:
     """One bullet describing a finished stage, from its ``train_config.json`` and ``history.csv``."""
     if stage.members:
-        return (f"* `{stage.name}`: the mean of the probabilities of "
+        return (f"* `{stage.name}`: the mean of the logits of "
                 + ", ".join(f"`{m}`" for m in stage.members) + " (`python -m training.ensemble`).")
     if stage.quantize_from:
         from fer_batch.model_file import read_info  # noqa: PLC0415
