@@ -243,7 +243,8 @@ def train(
                                             exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (model.keras, history, charts).")] = Path(
         "runs/train"),
-    recipe: Annotated[str, typer.Option(help="Architecture: compact (fast, default), wide or vgg.")] = "compact",
+    recipe: Annotated[str, typer.Option(help="Architecture: compact (fast, default), wide, vgg or resnet.")
+                      ] = "compact",
     epochs: Annotated[int, typer.Option(min=1)] = 50,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     learning_rate: Annotated[float, typer.Option(min=0.0)] = 1e-3,
@@ -276,6 +277,9 @@ def train(
              "into the targets. Repeat for an ensemble of teachers.")] = None,
     teacher_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of the teacher in each target.")
                               ] = 0.5,
+    mixed_precision: Annotated[bool, typer.Option(
+        help="Compute in bfloat16 with float32 weights: faster on CPUs with bfloat16 instructions and on GPUs. "
+             "The saved model is float32.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -291,7 +295,8 @@ def train(
                          name=name,
                          init_from=Path(init_from) if init_from else None, ferplus_weight=ferplus_weight,
                          drop_non_faces=drop_non_faces, teachers=tuple(Path(t) for t in teacher or ()),
-                         teacher_weight=teacher_weight, flip_average=flip_average)
+                         teacher_weight=teacher_weight, flip_average=flip_average,
+                         mixed_precision=mixed_precision)
 
     def on_epoch(r):  # type: ignore[no-untyped-def]
         m = r.metrics

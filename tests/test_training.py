@@ -12,7 +12,7 @@ import pytest
 
 from fer_batch.classify import EmotionClassifier
 from fer_batch.errors import DatasetError, UsageError
-from fer_batch.model_file import EMOTIONS, read_info
+from fer_batch.model_file import EMOTIONS, load_keras_model, read_info
 from tests.conftest import write_drawn_dataset
 from training.data import load_dataset
 from training.evaluate import evaluate_folder
@@ -165,3 +165,33 @@ def test_unknown_optimizer_or_schedule_is_refused_before_reading_data(tmp_path: 
         run_training(TrainConfig(dataset=tmp_path / "absent", out=tmp_path / "run", optimizer="rmsprop"))
     with pytest.raises(UsageError, match="schedule"):
         run_training(TrainConfig(dataset=tmp_path / "absent", out=tmp_path / "run", schedule="step"))
+
+
+def _policies(model) -> set[str]:  # type: ignore[no-untyped-def]
+    return {layer.dtype_policy.name for layer in model.layers[1:-1]}  # between the input and the output layer
+
+
+def test_mixed_precision_trains_in_bfloat16_and_saves_float32(dataset: Path, tmp_path: Path) -> None:
+    import keras
+
+    out = tmp_path / "mixed"
+    config = TrainConfig(dataset=dataset, out=out, epochs=2, batch_size=8, mixed_precision=True)
+    for result in iter_epochs(config):
+        break
+    assert result.epoch == 1
+    assert keras.mixed_precision.global_policy().name == "float32"  # nothing leaks into later models
+    checkpoint = keras.saving.load_model(out / "checkpoints" / "last.keras")
+    assert _policies(checkpoint) == {"mixed_bfloat16"}
+    assert checkpoint.layers[-1].dtype_policy.name == "float32"  # probabilities are never rounded to bfloat16
+    saved = EmotionClassifier.load(out / "model.keras", precision="float32")
+    assert read_info(out / "model.keras").training["config"]["mixed_precision"] is True
+    images = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 1)).astype(np.float32)
+    np.testing.assert_allclose(saved.predict_proba(images[..., 0]), checkpoint.predict(images, verbose=0),
+                               atol=0.02)  # the same weights; only bfloat16 rounding differs
+    assert [r.epoch for r in iter_epochs(TrainConfig(dataset=dataset, out=out), resume=True)] == [2]
+    # A fine-tune of a float32 model can run in bfloat16 too; what it saves is float32 again.
+    tuned = tmp_path / "tuned"
+    list(iter_epochs(TrainConfig(dataset=dataset, out=tuned, epochs=1, batch_size=8, init_from=out,
+                                 mixed_precision=True)))
+    assert _policies(keras.saving.load_model(tuned / "checkpoints" / "last.keras")) == {"mixed_bfloat16"}
+    assert _policies(load_keras_model(tuned / "model.keras")[0]) == {"float32"}

@@ -70,6 +70,7 @@ class TrainConfig:
     drop_non_faces: bool = False  # leave out training images FER+ marks as not a face
     teachers: tuple[Path, ...] = ()  # distil: blend these models' mean probabilities into the targets
     teacher_weight: float = 0.5
+    mixed_precision: bool = False  # compute in bfloat16 (float32 weights); the saved model.keras is float32
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -117,7 +118,12 @@ def _class_weights(data: ImageSet) -> dict[int, float]:
 
 
 def _initial_model(config: TrainConfig, input_shape: tuple[int, int, int], num_classes: int) -> Any:
-    """A new network of ``config.recipe``, or the weights of ``config.init_from`` to fine-tune."""
+    """A new network of ``config.recipe``, or the weights of ``config.init_from`` to fine-tune.
+
+    With ``config.mixed_precision`` its layers compute in bfloat16 (the output layer stays float32).
+    """
+    from training.models import MIXED_POLICY, build_mixed, build_model, with_dtype_policy  # noqa: PLC0415
+
     if config.init_from is not None:
         from fer_batch.model_file import load_keras_model  # noqa: PLC0415
         from fer_batch.models import resolve_model  # noqa: PLC0415
@@ -126,10 +132,11 @@ def _initial_model(config: TrainConfig, input_shape: tuple[int, int, int], num_c
         if tuple(model.input_shape[1:]) != input_shape or model.output_shape[-1] != num_classes:
             raise UsageError(f"{config.init_from} takes {model.input_shape[1:]} and has {model.output_shape[-1]} "
                              f"classes; this dataset needs {input_shape} and {num_classes}")
-        return model
-    from training.models import build_model  # noqa: PLC0415
+        return with_dtype_policy(model, MIXED_POLICY) if config.mixed_precision else model
 
     try:
+        if config.mixed_precision:
+            return build_mixed(lambda: build_model(config.recipe, input_shape, num_classes))
         return build_model(config.recipe, input_shape, num_classes)
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from exc
@@ -213,6 +220,13 @@ def _model_info(config: TrainConfig, class_names: Sequence[str], extra: dict[str
         name=config.name,
         training={"config": config.to_json(), **extra},
     )
+
+
+def _float32(model: Any) -> Any:
+    """The mixed-precision network as the float32 model that gets saved, so inference never computes in bfloat16."""
+    from training.models import with_dtype_policy  # noqa: PLC0415
+
+    return with_dtype_policy(model, "float32")
 
 
 def load_state(out: Path) -> dict[str, Any]:
@@ -313,7 +327,7 @@ def iter_epochs(
         improved = metrics.get("val_accuracy", -1.0) > best
         if improved:
             best = metrics["val_accuracy"]
-            save_model(model, out / MODEL_FILE, _model_info(config, train_set.class_names, {
+            save_model(_float32(model) if config.mixed_precision else model, out / MODEL_FILE, _model_info(config, train_set.class_names, {
                 "epoch": epoch + 1, "val_accuracy": best, "train_images": len(train_set),
                 "validation_images": len(val_set), "machine": platform.machine(),
                 "processor": platform.processor() or platform.machine(),
