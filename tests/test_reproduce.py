@@ -15,7 +15,7 @@ from training.reproduce import PLANS, Stage, reproduce
 
 TINY_PLAN = (
     Stage("base", {"epochs": 1, "batch_size": 8}),
-    Stage("tuned", {"epochs": 1, "batch_size": 8, "augment": False}, init_from="base"),
+    Stage("tuned", {"epochs": 1, "batch_size": 8, "augment": False, "mixed_precision": True}, init_from="base"),
     Stage("student", {"epochs": 1, "batch_size": 8}, teachers=("base", "tuned")),
     Stage("mix", members=("tuned", "student")),
     Stage("tiny", {"precision": "int8", "flip_average": True, "calibration_images": 10}, quantize_from="mix"),
@@ -62,6 +62,7 @@ def test_model_card_describes_every_stage(tiny_runs: tuple[Path, Path], tmp_path
     accuracy = json.loads((tmp_path / "card" / "metrics.json").read_text())["accuracy"]
     assert f"Accuracy {accuracy:.4f}" in text and "A note." in text and "a test machine" in text
     assert "`tuned`: continued from `base`'s weights" in text and "augmentation off" in text
+    assert "bfloat16 mixed precision" in text
     assert "`student`: recipe `compact` from scratch" in text and "distilled from `base`, `tuned`" in text
     assert "`mix`: the mean of the logits of `tuned`, `student`" in text
     assert "`tiny`: `mix` with an int8 copy calibrated on 10 training images; runs at int8" in text

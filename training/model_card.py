@@ -70,6 +70,8 @@ def _stage_line(stage: Stage, folder: Path) -> str:
         extras.append(f"random erasing on {config['random_erasing']:.0%} of images")
     if config["augment"] and config.get("crop_padding"):
         extras.append(f"random crops after {config['crop_padding']}-pixel padding")
+    if config.get("mixed_precision"):
+        extras.append("bfloat16 mixed precision")
     optimizer = OPTIMIZERS[config.get("optimizer", "adam")]
     return (f"* `{stage.name}`: {start}, {config['epochs']} epochs, batch size {config['batch_size']}, {optimizer} at "
             f"{config['learning_rate']} with a {config['schedule']} schedule, augmentation "
