@@ -327,7 +327,8 @@ def iter_epochs(
         improved = metrics.get("val_accuracy", -1.0) > best
         if improved:
             best = metrics["val_accuracy"]
-            save_model(_float32(model) if config.mixed_precision else model, out / MODEL_FILE, _model_info(config, train_set.class_names, {
+            saved = _float32(model) if config.mixed_precision else model
+            save_model(saved, out / MODEL_FILE, _model_info(config, train_set.class_names, {
                 "epoch": epoch + 1, "val_accuracy": best, "train_images": len(train_set),
                 "validation_images": len(val_set), "machine": platform.machine(),
                 "processor": platform.processor() or platform.machine(),
