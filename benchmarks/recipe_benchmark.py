@@ -40,12 +40,11 @@ SHAPE = (48, 48, 1)
 def training_rate(recipe: str, mixed: bool, steps: int) -> tuple[int, float]:
     import keras  # noqa: PLC0415
 
-    from training.models import build_mixed, build_model  # noqa: PLC0415
+    from training.models import MIXED_POLICY, build_model, with_dtype_policy  # noqa: PLC0415
 
-    def build() -> keras.Model:
-        return build_model(recipe, SHAPE, len(EMOTIONS))
-
-    model = build_mixed(build) if mixed else build()
+    model = build_model(recipe, SHAPE, len(EMOTIONS))
+    if mixed:
+        model = with_dtype_policy(model, MIXED_POLICY)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
                   loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)

@@ -14,8 +14,7 @@ from keras import layers
 
 
 def _softmax_head(x: Any, num_classes: int) -> Any:
-    """The class probabilities; always computed in float32, also when the body runs in bfloat16."""
-    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
 
 
 def _conv_bn_relu(x: Any, filters: int, *, separable: bool = False) -> Any:
@@ -129,24 +128,11 @@ def build_resnet(input_shape: tuple[int, int, int], num_classes: int) -> keras.M
 MIXED_POLICY = "mixed_bfloat16"
 
 
-def build_mixed(builder: Callable[[], keras.Model]) -> keras.Model:
-    """``builder()`` under the bfloat16 mixed-precision policy: bfloat16 compute, float32 weights.
-
-    The global policy is restored afterwards, so nothing else (the augmenter, later models) is affected.
-    """
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(MIXED_POLICY)
-    try:
-        return builder()
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
     """A copy of a functional ``model`` whose layers compute in ``policy``, with the same weights.
 
     The output layers stay float32 whatever ``policy`` is, so probabilities never round to bfloat16.
-    Used to save a float32 model from a mixed-precision run, and to fine-tune a float32 model in bfloat16.
+    Used to train a new or a loaded float32 model in bfloat16 (``MIXED_POLICY``), and to save a float32 copy.
     """
     config = model.get_config()
     entries = config["output_layers"]

@@ -122,7 +122,7 @@ def _initial_model(config: TrainConfig, input_shape: tuple[int, int, int], num_c
 
     With ``config.mixed_precision`` its layers compute in bfloat16 (the output layer stays float32).
     """
-    from training.models import MIXED_POLICY, build_mixed, build_model, with_dtype_policy  # noqa: PLC0415
+    from training.models import MIXED_POLICY, build_model, with_dtype_policy  # noqa: PLC0415
 
     if config.init_from is not None:
         from fer_batch.model_file import load_keras_model  # noqa: PLC0415
@@ -132,14 +132,12 @@ def _initial_model(config: TrainConfig, input_shape: tuple[int, int, int], num_c
         if tuple(model.input_shape[1:]) != input_shape or model.output_shape[-1] != num_classes:
             raise UsageError(f"{config.init_from} takes {model.input_shape[1:]} and has {model.output_shape[-1]} "
                              f"classes; this dataset needs {input_shape} and {num_classes}")
-        return with_dtype_policy(model, MIXED_POLICY) if config.mixed_precision else model
-
-    try:
-        if config.mixed_precision:
-            return build_mixed(lambda: build_model(config.recipe, input_shape, num_classes))
-        return build_model(config.recipe, input_shape, num_classes)
-    except KeyError as exc:
-        raise UsageError(str(exc.args[0])) from exc
+    else:
+        try:
+            model = build_model(config.recipe, input_shape, num_classes)
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from exc
+    return with_dtype_policy(model, MIXED_POLICY) if config.mixed_precision else model
 
 
 def _base_recipe(init_from: Path, fallback: str) -> str:
@@ -222,13 +220,6 @@ def _model_info(config: TrainConfig, class_names: Sequence[str], extra: dict[str
     )
 
 
-def _float32(model: Any) -> Any:
-    """The mixed-precision network as the float32 model that gets saved, so inference never computes in bfloat16."""
-    from training.models import with_dtype_policy  # noqa: PLC0415
-
-    return with_dtype_policy(model, "float32")
-
-
 def load_state(out: Path) -> dict[str, Any]:
     """The checkpoint state of the run in ``out`` (epochs done, best accuracy, options); empty when there is none."""
     path = Path(out) / STATE_FILE
@@ -262,6 +253,8 @@ def iter_epochs(
     ``data`` lets tests pass small in-memory sets instead of a folder.
     """
     import keras  # noqa: PLC0415
+
+    from training.models import with_dtype_policy  # noqa: PLC0415
 
     out = Path(config.out)
     state = load_state(out)
@@ -327,7 +320,8 @@ def iter_epochs(
         improved = metrics.get("val_accuracy", -1.0) > best
         if improved:
             best = metrics["val_accuracy"]
-            saved = _float32(model) if config.mixed_precision else model
+            # A mixed-precision run saves a float32 copy, so inference never computes in bfloat16.
+            saved = with_dtype_policy(model, "float32") if config.mixed_precision else model
             save_model(saved, out / MODEL_FILE, _model_info(config, train_set.class_names, {
                 "epoch": epoch + 1, "val_accuracy": best, "train_images": len(train_set),
                 "validation_images": len(val_set), "machine": platform.machine(),
