@@ -54,3 +54,27 @@ def test_members_must_agree(tiny_model_path: Path, tmp_path: Path) -> None:
 def test_command_line(tiny_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main([str(tiny_model_path), str(tiny_model_path), "--out", str(tmp_path / "e.keras"), "--name", "pair"])
     assert "wrote" in capsys.readouterr().out and read_info(tmp_path / "e.keras").name == "pair"
+
+
+def test_mixed_precision_reaches_the_members(tiny_model_path: Path, tmp_path: Path) -> None:
+    from fer_batch.model_file import load_keras_model
+    from training.models import MIXED_POLICY, with_dtype_policy
+
+    def policies(model) -> dict[str, str]:  # type: ignore[no-untyped-def]
+        found = {}
+        for layer in model.layers[1:]:
+            inner = getattr(layer, "layers", None)
+            for sub in inner[1:] if inner else [layer]:
+                found[f"{layer.name}/{sub.name}"] = sub.dtype_policy.name
+        return found
+
+    second = _second_model(tmp_path / "second.keras")
+    model, _ = load_keras_model(ensemble_models([tiny_model_path, second], tmp_path / "both.keras", name="both"))
+    mixed = with_dtype_policy(model, MIXED_POLICY)
+    found = policies(mixed)
+    output = found.pop(f"{mixed.layers[-1].name}/{mixed.layers[-1].name}")
+    assert output == "float32" and set(found.values()) == {MIXED_POLICY}
+    assert any(name.startswith("member_") for name in found)  # the members' own layers were rewritten
+    crops = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 1)).astype(np.float32)
+    np.testing.assert_allclose(mixed.predict(crops, verbose=0), model.predict(crops, verbose=0), atol=0.02)
+    assert set(policies(with_dtype_policy(mixed, "float32")).values()) == {"float32"}

@@ -131,22 +131,30 @@ MIXED_POLICY = "mixed_bfloat16"
 def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
     """A copy of a functional ``model`` whose layers compute in ``policy``, with the same weights.
 
-    The output layers stay float32 whatever ``policy`` is, so probabilities never round to bfloat16.
-    Used to train a new or a loaded float32 model in bfloat16 (``MIXED_POLICY``), and to save a float32 copy.
+    The output layers stay float32 whatever ``policy`` is, so probabilities never round to bfloat16. Nested
+    models (an ensemble's members) are rewritten too. Used to train a new or a loaded float32 model in bfloat16
+    (``MIXED_POLICY``), and to save a float32 copy.
     """
     config = model.get_config()
-    entries = config["output_layers"]
-    if entries and not isinstance(entries[0], (list, tuple)):  # a single output is stored unnested
-        entries = [entries]
-    outputs = {entry[0] for entry in entries}
-    for layer in config["layers"]:
-        if layer["class_name"] != "InputLayer" and "dtype" in layer["config"]:
-            name = "float32" if layer["config"]["name"] in outputs else policy
-            layer["config"]["dtype"] = {"module": "keras", "class_name": "DTypePolicy",
-                                        "config": {"name": name}, "registered_name": None}
+    _set_layer_policies(config, policy, keep_outputs_float32=True)
     copy = keras.Model.from_config(config)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _set_layer_policies(config: dict[str, Any], policy: str, keep_outputs_float32: bool) -> None:
+    """Rewrite, in place, the dtype policy of every layer in a functional model's config, nested models included."""
+    entries = config["output_layers"]
+    if entries and not isinstance(entries[0], (list, tuple)):  # a single output is stored unnested
+        entries = [entries]
+    outputs = {entry[0] for entry in entries} if keep_outputs_float32 else set()
+    for layer in config["layers"]:
+        if "layers" in layer["config"]:  # a nested model: float32 outputs only if they are this model's outputs
+            _set_layer_policies(layer["config"], policy, keep_outputs_float32=layer["config"]["name"] in outputs)
+        elif layer["class_name"] != "InputLayer" and "dtype" in layer["config"]:
+            name = "float32" if layer["config"]["name"] in outputs else policy
+            layer["config"]["dtype"] = {"module": "keras", "class_name": "DTypePolicy",
+                                        "config": {"name": name}, "registered_name": None}
 
 
 RECIPES: dict[str, Callable[[tuple[int, int, int], int], keras.Model]] = {
