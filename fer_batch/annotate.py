@@ -15,8 +15,8 @@ the only one its wheels ship; VLC, mpv and ffmpeg play it, some browsers do not.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np

@@ -132,13 +132,13 @@ class EmotionClassifier:
         self.batch_size = batch_size
 
     @classmethod
-    def from_keras(cls, model: Any, info: ModelInfo, batch_size: int = DEFAULT_BATCH_SIZE) -> "EmotionClassifier":
+    def from_keras(cls, model: Any, info: ModelInfo, batch_size: int = DEFAULT_BATCH_SIZE) -> EmotionClassifier:
         """A classifier for a Keras model already in memory (float32)."""
         return cls(KerasRunner(model, info), info, batch_size=batch_size)
 
     @classmethod
     def load(cls, path: Path | str, batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto",
-             threads: int | None = None) -> "EmotionClassifier":
+             threads: int | None = None) -> EmotionClassifier:
         """Load a model file at ``precision`` (auto, float32 or int8); ``threads`` is for int8 only."""
         path = Path(path)
         if precision not in PRECISION_CHOICES:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional, TextIO
+from typing import Annotated, TextIO
 
 import typer
 
@@ -31,7 +31,7 @@ log = logging.getLogger("fer_batch")
 
 # Options shared by `images` and `video`, defined once.
 OutOption = Annotated[str, typer.Option("--out", "-o", help="Output file, or - for stdout.")]
-FormatOption = Annotated[Optional[OutputFormat], typer.Option(
+FormatOption = Annotated[OutputFormat | None, typer.Option(
     "--format", "-f", help="Output format; default: from --out's extension, csv for stdout.")]
 ModelOption = Annotated[str, typer.Option(
     "--model", "-m", help="accurate, fast, a .keras file or a training output folder.")]
@@ -42,7 +42,7 @@ BatchOption = Annotated[int, typer.Option(min=1, help="Faces per classifier call
 PrecisionOption = Annotated[Precision, typer.Option(
     help="Network to run: auto (the model's own choice), float32, or int8 (several times faster on a CPU; "
          "made by fer-batch quantize).")]
-SaveCropsOption = Annotated[Optional[Path], typer.Option(
+SaveCropsOption = Annotated[Path | None, typer.Option(
     help="Write every face crop as a PNG into this folder.", file_okay=False)]
 
 
@@ -179,20 +179,20 @@ def video(
                                                      "suffixes) or - for paths on stdin, one per line.")],
     out: OutOption = "-",
     fmt: FormatOption = None,
-    fps: Annotated[Optional[float], typer.Option(help="Analyse at most this many frames per second of video "
-                                                      "(default: 5, unless --every is given).",
-                                                 show_default=False)] = None,
-    every: Annotated[Optional[int], typer.Option(min=1, help="Analyse every Nth frame (--every 1: all frames).",
-                                                 show_default=False)] = None,
+    fps: Annotated[float | None, typer.Option(help="Analyse at most this many frames per second of video "
+                                                   "(default: 5, unless --every is given).",
+                                              show_default=False)] = None,
+    every: Annotated[int | None, typer.Option(min=1, help="Analyse every Nth frame (--every 1: all frames).",
+                                              show_default=False)] = None,
     plot: Annotated[bool, typer.Option("--plot", help="Write an emotion-over-time PNG per video, beside --out "
                                                       "(current folder for stdout).")] = False,
-    plot_path: Annotated[Optional[Path], typer.Option(help="Chart file (.png) or folder; implies --plot.")] = None,
+    plot_path: Annotated[Path | None, typer.Option(help="Chart file (.png) or folder; implies --plot.")] = None,
     smooth: Annotated[float, typer.Option(min=0.0, help="Smooth chart lines over this many seconds (0: off).")] = 0.0,
-    summary_path: Annotated[Optional[Path], typer.Option("--summary", help="Write per-track summaries here "
-                                                         "(.csv or .json).")] = None,
-    annotate: Annotated[Optional[Path], typer.Option(help="Write a copy of the video with boxes, track IDs and "
-                                                          "expressions to this .mp4 (one per video).",
-                                                     dir_okay=False)] = None,
+    summary_path: Annotated[Path | None, typer.Option("--summary", help="Write per-track summaries here "
+                                                      "(.csv or .json).")] = None,
+    annotate: Annotated[Path | None, typer.Option(help="Write a copy of the video with boxes, track IDs and "
+                                                       "expressions to this .mp4 (one per video).",
+                                                  dir_okay=False)] = None,
     model: ModelOption = DEFAULT_MODEL,
     detector: DetectorOption = DetectorName.MTCNN,
     min_face_size: MinFaceOption = DEFAULT_MIN_FACE_SIZE,
@@ -262,8 +262,8 @@ def train(
         min=0, help="With --augment: zero-pad by this many pixels, then crop back at a random position.")] = 0,
     seed: Annotated[int, typer.Option()] = 1337,
     name: Annotated[str, typer.Option(help="Model name stored in the model file.")] = "custom",
-    init_from: Annotated[Optional[str], typer.Option(help="Fine-tune this model (shipped name, .keras file or "
-                                                          "training folder) instead of a new --recipe.")] = None,
+    init_from: Annotated[str | None, typer.Option(help="Fine-tune this model (shipped name, .keras file or "
+                                                       "training folder) instead of a new --recipe.")] = None,
     ferplus_weight: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Blend this much of the FER+ vote distribution (DATASET/ferplus_labels.csv) into "
                                "each training target.")] = 0.0,
@@ -272,7 +272,7 @@ def train(
     flip_average: Annotated[bool, typer.Option(
         help="Store in the model that inference averages each face with its mirror image (twice the cost).")
                             ] = False,
-    teacher: Annotated[Optional[list[str]], typer.Option(
+    teacher: Annotated[list[str] | None, typer.Option(
         help="Distil from this model (shipped name, .keras file or training folder): blend its probabilities "
              "into the targets. Repeat for an ensemble of teachers.")] = None,
     teacher_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of the teacher in each target.")
@@ -348,10 +348,10 @@ def quantize(
                                             exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="The new model file (.keras).", dir_okay=False)],
     precision: Annotated[str, typer.Option(help="What the new file runs by default: int8 or float32.")] = "int8",
-    flip_average: Annotated[Optional[bool], typer.Option(
+    flip_average: Annotated[bool | None, typer.Option(
         help="Average each face with its mirror image at inference (default: as the source model).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Model name stored in the file (default: the source's).")
-                    ] = None,
+    name: Annotated[str | None, typer.Option(help="Model name stored in the file (default: the source's).")
+                 ] = None,
     calibration_images: Annotated[int, typer.Option(min=1, help="Training images used to measure activation "
                                                                 "ranges.")] = 500,
     seed: Annotated[int, typer.Option()] = 1337,

@@ -13,8 +13,9 @@ lists, largest face first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np

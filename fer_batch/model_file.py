@@ -54,7 +54,7 @@ class ModelInfo:
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
         precision = str(data.get("precision", "float32"))
         if precision not in PRECISIONS:
             raise ModelError(f"invalid fer-batch metadata: unknown precision {precision!r}")

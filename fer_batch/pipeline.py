@@ -9,9 +9,10 @@ detected, and all face crops of a chunk go through the classifier together.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, TextIO
+from typing import TextIO
 
 import cv2
 import numpy as np

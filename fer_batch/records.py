@@ -27,7 +27,7 @@ class Box:
     def area(self) -> int:
         return max(0, self.w) * max(0, self.h)
 
-    def iou(self, other: "Box") -> float:
+    def iou(self, other: Box) -> float:
         """Intersection over union with another box (0 when they do not overlap)."""
         ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
         iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))

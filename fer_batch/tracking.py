@@ -22,8 +22,9 @@ pedestrian scenes; greedy matching over the few faces in a frame needs none.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from fer_batch.records import Box
 

@@ -21,9 +21,10 @@ import math
 import os
 import queue
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TextIO, TypeVar
+from typing import TYPE_CHECKING, Self, TextIO, TypeVar
 
 import cv2
 import numpy as np
@@ -75,7 +76,7 @@ class Sampling:
             raise UsageError(f"--every must be 1 or more, not {self.every}")
 
     @classmethod
-    def from_options(cls, fps: float | None = None, every: int | None = None) -> "Sampling":
+    def from_options(cls, fps: float | None = None, every: int | None = None) -> Sampling:
         """The default when neither is given; otherwise exactly what was asked (``--every 1``: every frame)."""
         if fps is None and every is None:
             return cls()
@@ -247,7 +248,7 @@ class VideoReader:
     def close(self) -> None:
         self._cap.release()
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -362,7 +363,7 @@ class VideoAnalyzer:
 
     def __init__(
         self,
-        analyzer: "Analyzer | None" = None,
+        analyzer: Analyzer | None = None,
         sampling: Sampling | None = None,
         *,
         chunk_size: int = DEFAULT_VIDEO_CHUNK,
@@ -439,7 +440,7 @@ class VideoAnalyzer:
         return self.analyze_items(iter_sources(inputs, suffixes=VIDEO_SUFFIXES, stdin=stdin))
 
 
-def analyze_video(path: str | Path, analyzer: "Analyzer | None" = None,
+def analyze_video(path: str | Path, analyzer: Analyzer | None = None,
                   sampling: Sampling | None = None) -> Iterator[FrameResult]:
     """Records for one video: a shortcut for ``VideoAnalyzer(analyzer, sampling).analyze_video(path)``."""
     return VideoAnalyzer(analyzer, sampling).analyze_video(path)

@@ -17,9 +17,9 @@ them differ, its whole path (slashes turned into ``_``) otherwise, so ``a/x.mp4`
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from fer_batch.errors import FerBatchError, UsageError
 from fer_batch.records import FrameResult, Status

@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, Self, TextIO
 
 from fer_batch.errors import UsageError
 from fer_batch.records import FaceResult, FrameResult
@@ -106,7 +107,7 @@ class ResultWriter:
     def _close(self) -> None:
         pass
 
-    def __enter__(self) -> "ResultWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

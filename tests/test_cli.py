@@ -10,7 +10,6 @@ import subprocess
 import time
 from pathlib import Path
 
-
 from .conftest import SAMPLE_MEDIA, fer_batch_command, interrupt_when
 
 
@@ -18,7 +17,7 @@ def fer_batch(*args: str, stdin: str | None = None) -> subprocess.CompletedProce
     cmd = fer_batch_command()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([*cmd, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=300,
-                          env=env)
+                          env=env, check=False)
 
 
 def test_help_is_fast_and_lists_commands() -> None:

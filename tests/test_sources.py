@@ -43,8 +43,8 @@ def test_missing_path_and_empty_folder_become_error_items(tmp_path: Path) -> Non
     (tmp_path / "empty").mkdir()
     items = list(iter_sources([tmp_path / "nope.jpg", tmp_path / "empty"]))
     assert [i.error for i in items] == ["no such file or folder",
-                                        "no supported files in folder (looked for .bmp .jpeg .jpg .png .tif "
-                                        ".tiff .webp)"]
+                                        ("no supported files in folder (looked for .bmp .jpeg .jpg .png .tif "
+                                         ".tiff .webp)")]
 
 
 def test_stdin_paths(tmp_path: Path) -> None:

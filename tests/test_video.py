@@ -13,8 +13,9 @@ import struct
 import subprocess
 import sys
 import wave
+from collections.abc import Callable, Sequence
+from itertools import pairwise
 from pathlib import Path
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -246,7 +247,7 @@ def test_damaged_frames_are_skipped_and_counted(tmp_path: Path) -> None:
     assert reader.decoded_frames + reader.failed_frames == 40  # the frames after the damage are decoded
     indices = [f.index for f in frames]
     assert indices == sorted(indices) and indices[-1] == 39  # indices keep their place in the stream
-    assert all(b.time_s > a.time_s for a, b in zip(frames, frames[1:]))
+    assert all(b.time_s > a.time_s for a, b in pairwise(frames))
 
 
 def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
@@ -274,11 +275,10 @@ def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
 def test_bad_files_raise_a_one_line_reason(tmp_path: Path) -> None:
     reasons = {}
     for name, path in _bad_inputs(tmp_path).items():
-        with pytest.raises(InputError) as info:
-            with VideoReader(path) as reader:
-                list(reader.frames())
-                if reader.decoded_frames == 0:
-                    raise InputError("no frames")
+        with pytest.raises(InputError) as info, VideoReader(path) as reader:
+            list(reader.frames())
+            if reader.decoded_frames == 0:
+                raise InputError("no frames")
         reasons[name] = str(info.value)
     assert "no such file" in reasons["missing"]
     assert "zero-length" in reasons["empty"]
@@ -338,7 +338,7 @@ def test_no_face_frames_get_one_row_each_and_detection_is_batched(classifier, tm
     results = list(video_analyzer(classifier, Sampling(fps=None, every=1), detector,
                                   chunk_size=16).analyze_video(path))
     assert [r.status for r in results] == [Status.NO_FACE] * 100
-    assert all(b.time_s > a.time_s for a, b in zip(results, results[1:]))
+    assert all(b.time_s > a.time_s for a, b in pairwise(results))
     assert results[0].extra["duration_s"] == pytest.approx(4.0)
     assert detector.calls == [16] * 6 + [4]  # frames gathered across the video, one batch per chunk
     assert chunk_size_for(640, 360) == 16 and chunk_size_for(1920, 1080) == 8 and chunk_size_for(3840, 2160) == 2
@@ -417,7 +417,8 @@ def test_output_names_never_collide() -> None:
 
 
 def fer_batch(*args: object, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*fer_batch_command(), *map(str, args)], input=stdin, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*fer_batch_command(), *map(str, args)], input=stdin, capture_output=True, text=True,
+                          timeout=timeout, check=False)
 
 
 def test_cli_video_rows_errors_charts_summary_and_annotation(model_file: Path, tmp_path: Path) -> None:
@@ -488,17 +489,16 @@ def mtcnn_videos(classifier) -> VideoAnalyzer:
 
 @pytest.mark.parametrize("name", ["fer_test.mp4", "fr_short_hamilton_clip.mp4", "facenet_video.mp4"])
 def test_real_clip_rows_times_and_chart(mtcnn_videos: VideoAnalyzer, name: str, tmp_path: Path) -> None:
-    from fer_batch.video_outputs import VideoOutputs
-
     from fer_batch.sources import SourceItem
+    from fer_batch.video_outputs import VideoOutputs
 
     clip = _shared_clip(name)
     outputs = VideoOutputs(plot=tmp_path / "chart.png", sources=[name])
     results = list(outputs.run(mtcnn_videos, [SourceItem(name, clip)]))
     assert results and all(r.status is not Status.ERROR for r in results)
     times = [r.time_s for r in results]
-    assert times[0] == 0.0 and all(b > a for a, b in zip(times, times[1:]))
-    assert all(0.45 < b - a < 0.55 for a, b in zip(times, times[1:]))  # 2 frames per second of video
+    assert times[0] == 0.0 and all(b > a for a, b in pairwise(times))
+    assert all(0.45 < b - a < 0.55 for a, b in pairwise(times))  # 2 frames per second of video
     assert sum(r.status is Status.OK for r in results) >= 0.6 * len(results)
     assert (tmp_path / "chart.png").stat().st_size > 20_000
     assert outputs.summaries and outputs.summaries[0].frames >= 5

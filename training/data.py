@@ -7,9 +7,10 @@ after the first then costs no file I/O or PNG decoding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,13 +39,13 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def with_targets(self, targets: np.ndarray) -> "ImageSet":
+    def with_targets(self, targets: np.ndarray) -> ImageSet:
         if targets.shape != (len(self), len(self.class_names)):
             raise ValueError(f"targets of shape {targets.shape} for {len(self)} images of {len(self.class_names)} "
                              "classes")
         return replace(self, targets=targets.astype(np.float32))
 
-    def subset(self, keep: np.ndarray) -> "ImageSet":
+    def subset(self, keep: np.ndarray) -> ImageSet:
         """The images where the boolean mask ``keep`` is true."""
         return replace(self, images=self.images[keep], labels=self.labels[keep],
                        files=tuple(f for f, k in zip(self.files, keep) if k),

@@ -10,8 +10,9 @@ its members' costs. Members must agree on classes, input size and crop framing.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fer_batch.errors import ModelError
 from fer_batch.model_file import ModelInfo, load_keras_model, save_model

@@ -92,28 +92,28 @@ def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
     if note:
         lines += [note, ""]
     lines += [
-        f"* {parameters:,} parameters; input 48x48 grayscale, raw 0..255 pixels (rescaling is inside the model), "
-        "7 classes. Recipes are in `training/models.py`.",
+        (f"* {parameters:,} parameters; input 48x48 grayscale, raw 0..255 pixels (rescaling is inside the model), "
+         "7 classes. Recipes are in `training/models.py`."),
         "* Reproduce every stage with one command (it skips finished stages and resumes an interrupted one):",
         "",
         "  ```bash",
         f"  python -m training.reproduce {plan} ../shared/data/fer2013 --out runs/shipped",
-        f"  cp {'runs/shipped/' + stages[-1].name + ('.keras' if stages[-1].produces_file else '/model.keras')} "
-        f"fer_batch/models/{plan}.keras",
+        (f"  cp {'runs/shipped/' + stages[-1].name + ('.keras' if stages[-1].produces_file else '/model.keras')} "
+         f"fer_batch/models/{plan}.keras"),
         "  ```",
         "",
         "* Stages, in order:",
         *[f"  {_stage_line(stage, paths[stage.name])}" for stage in stages],
-        "* Data: FER2013 `train/` (28,709 images); each run keeps the epoch with the best accuracy on "
-        "`validation/` (PublicTest, 3,589 images). PrivateTest was never used.",
+        ("* Data: FER2013 `train/` (28,709 images); each run keeps the epoch with the best accuracy on "
+         "`validation/` (PublicTest, 3,589 images). PrivateTest was never used."),
         f"* Hardware: {hardware}.",
         "",
         "## Validation results (FER2013 PublicTest)",
         "",
         f"Measured with `fer-batch evaluate ../shared/data/fer2013/validation --model {plan}`:",
         "",
-        f"* **Accuracy {report['accuracy']:.4f}** at {report['precision']} (the default), macro F1 "
-        f"{report['macro_f1']:.4f}, {report['count']} images.",
+        (f"* **Accuracy {report['accuracy']:.4f}** at {report['precision']} (the default), macro F1 "
+         f"{report['macro_f1']:.4f}, {report['count']} images."),
     ]
     for precision, accuracy in (other_precisions or {}).items():
         lines.append(f"* at {precision}: accuracy {accuracy:.4f} (`--precision {precision}`).")
@@ -125,11 +125,11 @@ def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
     curves = [f"![{s.name} training curves]({s.name}_curves.png)" for s in stages if not s.produces_file]
     lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "", *_matrix_table(report), "",
               "![confusion matrix](confusion_matrix.png)", "", *curves, "",
-              "Files: `<stage>_history.csv` (per-epoch metrics of each stage), `metrics.json` (the evaluation "
-              "above).", "",
+              ("Files: `<stage>_history.csv` (per-epoch metrics of each stage), `metrics.json` (the evaluation "
+               "above)."), "",
               "## Limits", "",
-              "* FER2013 faces are low-resolution, mostly frontal, and its labels are noisy (human agreement with "
-              "them is about 65%). Accuracy on your photos depends on how alike they are.",
+              ("* FER2013 faces are low-resolution, mostly frontal, and its labels are noisy (human agreement with "
+               "them is about 65%). Accuracy on your photos depends on how alike they are."),
               "* `disgust` has only 436 training images; its recall is the weakest.",
               "* Expression is not emotion: the model reads facial muscle patterns, not inner states.", ""]
     return "\n".join(lines)

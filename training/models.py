@@ -7,7 +7,8 @@ inference code never needs to know how the network was normalised.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 from keras import layers

@@ -14,9 +14,10 @@ versions are evaluated on it so the cost in accuracy is measured, not assumed.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -21,9 +21,10 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -373,5 +374,12 @@ def run_training(
                        report=report)
 
 
-__all__ = ["TrainConfig", "EpochResult", "TrainResult", "iter_epochs", "run_training", "write_report",
-           "format_report"]
+__all__ = [
+    "EpochResult",
+    "TrainConfig",
+    "TrainResult",
+    "format_report",
+    "iter_epochs",
+    "run_training",
+    "write_report",
+]
