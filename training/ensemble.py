@@ -69,6 +69,7 @@ def ensemble_models(specs: Sequence[str | Path], out: Path, name: str) -> Path:
     first = infos[0]
     info = ModelInfo(class_names=first.class_names, input_size=first.input_size, channels=first.channels,
                      crop_margin=first.crop_margin, pixel_range=first.pixel_range, name=name,
+                     flip_average=all(info.flip_average for info in infos),  # as its members were trained to run
                      training={"ensemble": members})
     return save_model(model, out, info)
 
