@@ -1,9 +1,9 @@
 """Batch emotion classification of face crops with a fer-batch model file.
 
 A model file holds a Keras network and, after ``fer-batch quantize``, an int8
-TFLite copy of it (see :mod:`fer_batch.model_file`). :class:`EmotionClassifier`
-runs either one through the same interface; ``precision`` picks which
-("auto": the one the file names as its default).
+TFLite copy of it, or the int8 copy alone (see :mod:`fer_batch.model_file`).
+:class:`EmotionClassifier` runs either one through the same interface;
+``precision`` picks which ("auto": the one the file names as its default).
 """
 
 from __future__ import annotations

@@ -355,6 +355,9 @@ def quantize(
     calibration_images: Annotated[int, typer.Option(min=1, help="Training images used to measure activation "
                                                                 "ranges.")] = 500,
     seed: Annotated[int, typer.Option()] = 1337,
+    int8_only: Annotated[bool, typer.Option(
+        help="Leave the float32 network out of the new file (a fraction of the size; it then runs at int8 only).")
+    ] = False,
 ) -> None:
     """Add an int8 copy of a model's network (several times faster on a CPU) and measure what it costs."""
     _setup_logging(False)
@@ -363,13 +366,17 @@ def quantize(
 
     if precision not in ("int8", "float32"):
         raise _fail(UsageError(f"unknown precision {precision!r}; use int8 or float32")) from None
+    if int8_only and precision != "int8":
+        raise _fail(UsageError("--int8-only needs --precision int8")) from None
     try:
         result = quantize_model(resolve_model(model), dataset, out, name=name, precision=precision,
-                                flip_average=flip_average, calibration_images=calibration_images, seed=seed)
+                                flip_average=flip_average, calibration_images=calibration_images, seed=seed,
+                                int8_only=int8_only)
     except FerBatchError as exc:
         raise _fail(exc) from None
-    log.info("int8 network: %.0f kB, calibrated on %d training images; written to %s", result.int8_bytes / 1024,
-             result.info.training["quantized"]["calibration_images"], result.path)
+    log.info("int8 network: %.0f kB, calibrated on %d training images; written to %s (%.1f MB%s)",
+             result.int8_bytes / 1024, result.info.training["quantized"]["calibration_images"], result.path,
+             result.path.stat().st_size / 1e6, ", int8 only" if int8_only else "")
     if result.int8_accuracy is not None:
         typer.echo(f"validation accuracy: float32 {result.float32_accuracy:.4f}, int8 {result.int8_accuracy:.4f}; "
                    f"same class for {result.agreement:.1%} of images")

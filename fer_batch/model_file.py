@@ -11,6 +11,12 @@ quantised to 8-bit integers (``fer-batch quantize``), which runs several times
 faster on a CPU. ``ModelInfo.precision`` says which of the two runs unless the
 caller asks for the other.
 
+An *int8-only* file (``fer-batch quantize --int8-only``) keeps just the two
+fer-batch members and leaves the Keras network out: a fraction of the size, for
+networks whose float32 weights are too large to ship. It runs at int8 only;
+anything that needs the Keras network (``--precision float32``, fine-tuning,
+quantising again) names the float32 file it was made from instead.
+
 Pixel scaling lives inside the model (a ``Rescaling`` layer), so callers feed
 raw 0..255 pixels.
 """
@@ -27,6 +33,7 @@ from fer_batch.errors import ModelError
 
 METADATA_MEMBER = "fer_batch.json"
 INT8_MEMBER = "fer_batch_int8.tflite"
+KERAS_MEMBER = "config.json"  # present in every archive Keras writes; absent from int8-only files
 PRECISIONS: tuple[str, ...] = ("float32", "int8")  # float32: the Keras model; int8: the embedded TFLite model
 INT8_OUTPUTS: tuple[str, ...] = ("probabilities", "logits")  # what the int8 network's output tensor holds
 FORMAT_VERSION = 1
@@ -108,13 +115,42 @@ def write_int8(path: Path, tflite_model: bytes) -> None:
     _write_member(path, INT8_MEMBER, tflite_model)
 
 
-def read_int8(path: Path) -> bytes | None:
-    """The int8 TFLite model stored in a model file, or None when it has none."""
+def _member_names(path: Path) -> list[str]:
     try:
         with zipfile.ZipFile(path) as zf:
-            return zf.read(INT8_MEMBER) if INT8_MEMBER in zf.namelist() else None
+            return zf.namelist()
     except (OSError, zipfile.BadZipFile) as exc:
         raise ModelError(f"{path} is not a .keras model archive") from exc
+
+
+def stored_precisions(path: Path) -> tuple[str, ...]:
+    """Which versions of the network a model file holds, in ``PRECISIONS`` order."""
+    names = _member_names(path)
+    members = {"float32": KERAS_MEMBER, "int8": INT8_MEMBER}
+    return tuple(p for p in PRECISIONS if members[p] in names)
+
+
+def drop_float32(path: Path) -> None:
+    """Rewrite a quantised model file as int8-only: keep the fer-batch members, leave the Keras network out."""
+    path = Path(path)
+    if INT8_MEMBER not in _member_names(path):
+        raise ModelError(f"{path} has no int8 version to keep; make one with `fer-batch quantize`")
+    info = read_info(path)
+    if info.precision != "int8":
+        raise ModelError(f"{path} runs at {info.precision} by default; an int8-only file must default to int8")
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+        for member in (METADATA_MEMBER, INT8_MEMBER):
+            dst.writestr(src.getinfo(member), src.read(member))
+    tmp.replace(path)
+
+
+def read_int8(path: Path) -> bytes | None:
+    """The int8 TFLite model stored in a model file, or None when it has none."""
+    if INT8_MEMBER not in _member_names(path):
+        return None
+    with zipfile.ZipFile(path) as zf:
+        return zf.read(INT8_MEMBER)
 
 
 def read_info(path: Path) -> ModelInfo:
@@ -149,6 +185,10 @@ def save_model(model: Any, path: Path, info: ModelInfo) -> Path:
 def load_keras_model(path: Path) -> tuple[Any, ModelInfo]:
     """Load the Keras model and its metadata (imports Keras lazily)."""
     info = read_info(path)
+    if "float32" not in stored_precisions(path):
+        raise ModelError(f"{path} holds only its int8 network (the float32 weights were left out to keep the file "
+                         "small): run it at int8, or use the float32 model it was quantised from "
+                         f"({info.training.get('quantized', {}).get('from', 'unknown')})")
     import keras  # noqa: PLC0415 - TensorFlow is heavy; load it only when a model is needed
 
     try:

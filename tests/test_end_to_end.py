@@ -23,7 +23,7 @@ MIN_IOU = 0.3
 # Regression guards, a little under what was measured (in brackets) for each shipped model and precision.
 SHIPPED_MIN_ACCURACY = {
     ("accurate", "int8"): 0.705,  # 0.7077, the default
-    ("accurate", "float32"): 0.705,  # 0.7083
+    # accurate ships int8 only; its float32 network (training.reproduce's resnet-wide.keras) measured 0.7083.
     ("fast", "int8"): 0.682,  # 0.6843, the default (issue 4 asks 0.68)
     ("fast", "float32"): 0.682,  # 0.6835
 }

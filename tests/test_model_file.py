@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fer_batch.errors import ModelError
-from fer_batch.model_file import EMOTIONS, ModelInfo, load_keras_model, read_info, write_info
+from fer_batch.model_file import EMOTIONS, ModelInfo, load_keras_model, read_info, stored_precisions, write_info
 from fer_batch.models import resolve_model, shipped_models
 
 
@@ -65,3 +65,14 @@ def test_int8_output_is_validated_and_read_from_older_files() -> None:
     assert ModelInfo.from_dict(older).int8_output == "logits"
     with pytest.raises(ModelError, match="int8_output"):
         ModelInfo.from_dict({**base, "int8_output": "log-probabilities"})
+
+
+def test_shipped_models_stay_small_and_say_what_they_hold() -> None:
+    # A package of two models, not of checkpoints: each file well under 10 MB.
+    shipped = shipped_models()
+    for name, path in shipped.items():
+        assert path.stat().st_size < 10_000_000, f"{name}: {path.stat().st_size / 1e6:.1f} MB"
+    # accurate's float32 weights (22 MB) stay out of the package; fast keeps both versions.
+    assert stored_precisions(shipped["accurate"]) == ("int8",)
+    assert stored_precisions(shipped["fast"]) == ("float32", "int8")
+    assert read_info(shipped["accurate"]).training["quantized"]["from"] == "resnet-wide"

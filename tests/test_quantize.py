@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,16 @@ import pytest
 
 from fer_batch.classify import EmotionClassifier
 from fer_batch.errors import ModelError
-from fer_batch.model_file import INT8_MEMBER, read_info, read_int8, write_info, write_int8
+from fer_batch.model_file import (
+    INT8_MEMBER,
+    METADATA_MEMBER,
+    drop_float32,
+    read_info,
+    read_int8,
+    stored_precisions,
+    write_info,
+    write_int8,
+)
 from tests.conftest import write_drawn_dataset
 from training.quantize import calibration_sample, quantize_model
 
@@ -36,8 +46,10 @@ def _crops(seed: int, n: int = 12) -> np.ndarray:
 def test_quantized_file_runs_int8_by_default_and_keeps_float32(quantized, tiny_model_path: Path) -> None:  # type: ignore[no-untyped-def]
     info = read_info(quantized.path)
     assert info.precision == "int8" and info.name == "tiny-int8"
-    assert info.training["quantized"] == {"from": "tiny-test", "calibration_images": 15,
-                                          "calibration_split": "train", "seed": 3}
+    parameters = EmotionClassifier.load(tiny_model_path).keras_model.count_params()
+    assert info.training["quantized"] == {"from": "tiny-test", "calibration_images": 15, "calibration_split": "train",
+                                          "seed": 3, "parameters": parameters, "int8_only": False}
+    assert stored_precisions(quantized.path) == ("float32", "int8")
     assert info.int8_output == "logits"
     int8 = EmotionClassifier.load(quantized.path)
     float32 = EmotionClassifier.load(quantized.path, precision="float32")
@@ -66,6 +78,37 @@ def test_int8_batches_and_mirror_averaging(tiny_model_path: Path, dataset: Path,
     whole = clf.predict_proba(crops)
     np.testing.assert_allclose(clf.predict_proba(crops, batch_size=3), whole, atol=1e-6)  # resized tensors
     np.testing.assert_allclose(clf.predict_proba(crops[:, :, ::-1]), whole, atol=1e-6)  # symmetric by design
+
+
+def test_an_int8_only_file_runs_the_same_int8_network_without_keras(quantized, dataset: Path,  # type: ignore[no-untyped-def]
+                                                                    tmp_path: Path) -> None:
+    out = quantize_model(quantized.path, dataset, tmp_path / "only.keras", calibration_images=15, seed=3,
+                         int8_only=True)
+    with zipfile.ZipFile(out.path) as zf:
+        assert sorted(zf.namelist()) == sorted([METADATA_MEMBER, INT8_MEMBER])
+    assert stored_precisions(out.path) == ("int8",) and read_info(out.path).training["quantized"]["int8_only"]
+    assert out.float32_accuracy is not None  # measured before the float32 network was left out
+    assert out.path.stat().st_size < quantized.path.stat().st_size / 2
+    crops = _crops(4)
+    np.testing.assert_allclose(EmotionClassifier.load(out.path).predict_proba(crops),  # same calibration: same
+                               EmotionClassifier.load(quantized.path).predict_proba(crops), atol=1e-6)  # network
+    with pytest.raises(ModelError, match="holds only its int8 network.*tiny-int8"):
+        EmotionClassifier.load(out.path, precision="float32")
+    with pytest.raises(ModelError, match="holds only its int8 network"):
+        quantize_model(out.path, dataset, tmp_path / "again.keras", calibration_images=5)
+    with pytest.raises(ValueError, match="precision must be int8"):
+        quantize_model(quantized.path, dataset, tmp_path / "f32.keras", precision="float32", int8_only=True)
+
+
+def test_only_an_int8_default_file_can_drop_float32(tiny_model_path: Path, quantized, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ModelError, match="no int8 version"):
+        drop_float32(tiny_model_path)
+    path = tmp_path / "float32-default.keras"
+    path.write_bytes(quantized.path.read_bytes())
+    write_info(path, replace(read_info(path), precision="float32"))
+    with pytest.raises(ModelError, match="must default to int8"):
+        drop_float32(path)
+    assert stored_precisions(path) == ("float32", "int8")  # left as it was
 
 
 def test_int8_needs_an_int8_member(tiny_model_path: Path) -> None:
@@ -114,6 +157,15 @@ def test_command_line_quantize_then_evaluate_at_each_precision(tiny_model_path: 
     proc = fer_batch("evaluate", dataset / "validation", "--model", tiny_model_path, "--precision", "int8",
                      "--out", tmp_path / "never")
     assert proc.returncode != 0 and "fer-batch quantize" in proc.stderr
+    proc = fer_batch("quantize", tiny_model_path, dataset, "--out", tmp_path / "only.keras", "--int8-only",
+                     "--calibration-images", "10")
+    assert proc.returncode == 0 and "int8 only" in proc.stderr, proc.stderr
+    proc = fer_batch("evaluate", dataset / "validation", "--model", tmp_path / "only.keras", "--precision", "float32",
+                     "--out", tmp_path / "never")
+    assert proc.returncode != 0 and "holds only its int8 network" in proc.stderr
+    proc = fer_batch("quantize", tiny_model_path, dataset, "--out", tmp_path / "no.keras", "--int8-only",
+                     "--precision", "float32")
+    assert proc.returncode != 0 and "--int8-only needs --precision int8" in proc.stderr
 
 
 def test_an_ensemble_quantizes_to_int8_logits(tiny_model_path: Path, dataset: Path, tmp_path: Path) -> None:

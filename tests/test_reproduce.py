@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_batch.model_file import read_info
+from fer_batch.model_file import read_info, stored_precisions
 from tests.conftest import write_drawn_dataset
 from training.model_card import write_card
 from training.reproduce import PLANS, Stage, reproduce
@@ -18,7 +18,8 @@ TINY_PLAN = (
     Stage("tuned", {"epochs": 1, "batch_size": 8, "augment": False, "mixed_precision": True}, init_from="base"),
     Stage("student", {"epochs": 1, "batch_size": 8}, teachers=("base", "tuned")),
     Stage("mix", members=("tuned", "student")),
-    Stage("tiny", {"precision": "int8", "flip_average": True, "calibration_images": 10}, quantize_from="mix"),
+    Stage("tiny", {"precision": "int8", "flip_average": True, "calibration_images": 10, "int8_only": True},
+          quantize_from="mix"),
 )
 
 
@@ -39,6 +40,7 @@ def test_plan_runs_every_stage_in_order(tiny_runs: tuple[Path, Path]) -> None:
     final = read_info(runs / "tiny.keras")
     assert final.name == "tiny" and final.precision == "int8" and final.flip_average
     assert final.training["quantized"]["from"] == "mix" and final.training["ensemble"]
+    assert stored_precisions(runs / "tiny.keras") == ("int8",)
     student = read_info(runs / "student" / "model.keras").training["config"]
     assert student["teachers"] == [str(runs / "base"), str(runs / "tuned")]
     assert read_info(runs / "tuned" / "model.keras").training["config"]["init_from"] == str(runs / "base")
@@ -65,8 +67,9 @@ def test_model_card_describes_every_stage(tiny_runs: tuple[Path, Path], tmp_path
     assert "bfloat16 mixed precision" in text
     assert "`student`: recipe `compact` from scratch" in text and "distilled from `base`, `tuned`" in text
     assert "`mix`: the mean of the logits of `tuned`, `student`" in text
-    assert "`tiny`: `mix` with an int8 copy calibrated on 10 training images; runs at int8" in text
-    assert "at int8 (the default)" in text and "at float32:" in text
+    assert "`tiny`: `mix` with an int8 copy calibrated on 10 training images; keeps the int8 network only" in text
+    # The shipped file is int8-only: its float32 figure comes from the network it was quantised from.
+    assert "at int8 (the default)" in text and "at float32:" in text and "`mix` network it was quantised from" in text
     assert "python -m training.reproduce tiny" in text and "runs/shipped/tiny.keras" in text
     for name in ("base_history.csv", "student_curves.png", "confusion_matrix.png"):
         assert (tmp_path / "card" / name).is_file()

@@ -41,9 +41,11 @@ def _stage_line(stage: Stage, folder: Path) -> str:
         from fer_batch.model_file import read_info  # noqa: PLC0415
 
         info = read_info(folder)
-        calibration = info.training["quantized"]["calibration_images"]
-        return (f"* `{stage.name}`: `{stage.quantize_from}` with an int8 copy calibrated on {calibration} training "
-                f"images; runs at {info.precision} by default, mirror averaging "
+        quantized = info.training["quantized"]
+        kept = ("the int8 network only (`--int8-only`)" if quantized.get("int8_only")
+                else f"both networks, runs at {info.precision} by default")
+        return (f"* `{stage.name}`: `{stage.quantize_from}` with an int8 copy calibrated on "
+                f"{quantized['calibration_images']} training images; keeps {kept}, mirror averaging "
                 f"{'on' if info.flip_average else 'off'} (`fer-batch quantize`).")
     config = json.loads((folder / "train_config.json").read_text())
     history = pd.read_csv(folder / "history.csv")
@@ -84,8 +86,9 @@ def _stage_line(stage: Stage, folder: Path) -> str:
 
 def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
                 throughput: str | None, note: str | None, parameters: int,
-                other_precisions: dict[str, float] | None = None) -> str:
-    """The card's Markdown; ``other_precisions`` maps precisions other than the default to their accuracy."""
+                other_precisions: dict[str, tuple[float, str]] | None = None) -> str:
+    """The card's Markdown; ``other_precisions`` maps precisions other than the default to their accuracy and
+    how to run them."""
     paths = stage_paths(plan, root)
     stages = PLANS[plan]
     lines = [f"# Model card: `{plan}`", ""]
@@ -115,8 +118,8 @@ def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
         (f"* **Accuracy {report['accuracy']:.4f}** at {report['precision']} (the default), macro F1 "
          f"{report['macro_f1']:.4f}, {report['count']} images."),
     ]
-    for precision, accuracy in (other_precisions or {}).items():
-        lines.append(f"* at {precision}: accuracy {accuracy:.4f} (`--precision {precision}`).")
+    for precision, (accuracy, how) in (other_precisions or {}).items():
+        lines.append(f"* at {precision}: accuracy {accuracy:.4f} ({how}).")
     if throughput:
         lines.append(f"* Classification throughput: {throughput}.")
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
@@ -138,7 +141,7 @@ def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
 def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str | None = None,
                note: str | None = None) -> Path:
     from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
-    from fer_batch.model_file import PRECISIONS, load_keras_model, read_int8  # noqa: PLC0415
+    from fer_batch.model_file import load_keras_model, stored_precisions  # noqa: PLC0415
     from fer_batch.models import resolve_model  # noqa: PLC0415
     from training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
     from training.evaluate import evaluate_images, predicted_classes  # noqa: PLC0415
@@ -160,10 +163,17 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
     validation = load_image_folder(dataset / VALIDATION_SPLIT, classifier.input_size,
                                    class_names=classifier.class_names)
     report = evaluate_images(classifier, validation, dest, title=f"{plan} on validation").report
-    others = [p for p in PRECISIONS if p != classifier.precision and (p != "int8" or read_int8(final) is not None)]
-    other_accuracy = {p: float((predicted_classes(final, validation, p) == validation.labels).mean())
-                      for p in others}
-    parameters = load_keras_model(final)[0].count_params()
+    # Where each other precision is measured: the final file, or for an int8-only file the float32 file it was
+    # quantised from.
+    others = {p: (final, f"`--precision {p}`") for p in stored_precisions(final) if p != classifier.precision}
+    last = PLANS[plan][-1]
+    if "float32" not in stored_precisions(final) and last.quantize_from:
+        others["float32"] = (resolve_model(paths[last.quantize_from]),
+                             f"the `{last.quantize_from}` network it was quantised from; not in the shipped file")
+    other_accuracy = {p: (float((predicted_classes(file, validation, p) == validation.labels).mean()), how)
+                      for p, (file, how) in others.items()}
+    float32_file = final if "float32" in stored_precisions(final) else others["float32"][0]
+    parameters = load_keras_model(float32_file)[0].count_params()
     card = dest / "README.md"
     card.write_text(render_card(plan, root, report, hardware, throughput, note, parameters, other_accuracy))
     return card

@@ -7,8 +7,10 @@ which the converter measures on calibration images: a random sample of the
 dataset's ``train/`` split (never the validation split the result is judged
 on). The output is a copy of the source model file with the int8 network added
 (see :mod:`fer_batch.model_file`), so the float32 network stays available with
-``--precision float32``. When the dataset has a ``validation/`` split, both
-versions are evaluated on it so the cost in accuracy is measured, not assumed.
+``--precision float32``, unless ``--int8-only`` leaves it out to make a file a
+fraction of the size. When the dataset has a ``validation/`` split, both
+versions are evaluated on it (before the float32 network is left out) so the
+cost in accuracy is measured, not assumed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from fer_batch.errors import DatasetError
-from fer_batch.model_file import PRECISIONS, ModelInfo, load_keras_model, save_model, write_int8
+from fer_batch.model_file import PRECISIONS, ModelInfo, drop_float32, load_keras_model, save_model, write_int8
 from fer_batch.runtime import silenced_stderr
 from training.data import TRAIN_SPLIT, VALIDATION_SPLIT, ImageSet, load_image_folder
 from training.models import logits_model
@@ -81,15 +83,19 @@ def quantize_model(
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     seed: int = 1337,
     evaluate: bool = True,
+    int8_only: bool = False,
 ) -> QuantizeResult:
     """Write ``out``: ``source`` plus its int8 network, running at ``precision`` by default.
 
     ``flip_average`` (None: keep the source's) and ``name`` update the
     metadata; the metadata's ``training["quantized"]`` records how the int8
-    network was made.
+    network was made and the network's parameter count. ``int8_only`` leaves
+    the float32 network out of ``out`` (see :func:`fer_batch.model_file.drop_float32`).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if int8_only and precision != "int8":
+        raise ValueError("an int8-only model file runs at int8: precision must be int8")
     source, dataset, out = Path(source), Path(dataset), Path(out)
     model, info = load_keras_model(source)
     train = load_image_folder(dataset / TRAIN_SPLIT, info.input_size, class_names=info.class_names)
@@ -100,7 +106,7 @@ def quantize_model(
     tflite_model = convert_int8(network, info, sample)
 
     quantized = {"from": info.name, "calibration_images": int(sample.shape[0]), "calibration_split": TRAIN_SPLIT,
-                 "seed": seed}
+                 "seed": seed, "parameters": int(model.count_params()), "int8_only": int8_only}
     new_info = replace(
         info,
         name=name or info.name,
@@ -113,13 +119,14 @@ def quantize_model(
     # weights' size for Adam) inference never needs.
     tmp = save_model(model, out.with_name(out.stem + ".partial.keras"), new_info)
     write_int8(tmp, tflite_model)
-    tmp.replace(out)  # atomic: an interrupted run never leaves a half-written model
-
-    result = QuantizeResult(path=out, info=new_info, int8_bytes=len(tflite_model))
+    result = QuantizeResult(path=tmp, info=new_info, int8_bytes=len(tflite_model))
     validation_dir = dataset / VALIDATION_SPLIT
     if evaluate and validation_dir.is_dir():
         result = _with_validation(result, validation_dir)
-    return result
+    if int8_only:
+        drop_float32(tmp)
+    tmp.replace(out)  # atomic: an interrupted run never leaves a half-written model
+    return replace(result, path=out)
 
 
 def _with_validation(result: QuantizeResult, validation_dir: Path) -> QuantizeResult:
