@@ -94,6 +94,11 @@ def test_an_int8_only_file_runs_the_same_int8_network_without_keras(quantized, d
                                EmotionClassifier.load(quantized.path).predict_proba(crops), atol=1e-6)  # network
     with pytest.raises(ModelError, match="holds only its int8 network.*tiny-int8"):
         EmotionClassifier.load(out.path, precision="float32")
+    from training.data import load_image_folder
+    from training.targets import teacher_probabilities
+
+    taught = teacher_probabilities([out.path], load_image_folder(dataset / "validation"))  # it can still teach
+    np.testing.assert_allclose(taught.sum(axis=1), 1.0, atol=1e-5)
     with pytest.raises(ModelError, match="holds only its int8 network"):
         quantize_model(out.path, dataset, tmp_path / "again.keras", calibration_images=5)
     with pytest.raises(ValueError, match="precision must be int8"):

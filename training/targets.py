@@ -84,19 +84,21 @@ def blend(base: np.ndarray, other: np.ndarray, weight: float) -> np.ndarray:
 
 
 def teacher_probabilities(teachers: Sequence[str | Path], data: ImageSet, batch_size: int = 256) -> np.ndarray:
-    """The teachers' mean class probabilities for every image, each averaged over the image and its mirror."""
+    """The teachers' mean class probabilities for every image, each averaged over the image and its mirror.
+
+    Each teacher runs at its file's default precision, so an int8-only model (the shipped ``accurate``) can teach.
+    """
     from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
-    from fer_batch.model_file import load_keras_model  # noqa: PLC0415
     from fer_batch.models import resolve_model  # noqa: PLC0415
 
     total = np.zeros((len(data), len(data.class_names)), dtype=np.float64)
     for teacher in teachers:
-        model, info = load_keras_model(resolve_model(teacher))
-        if tuple(info.class_names) != tuple(data.class_names):
-            raise DatasetError(f"teacher {teacher} predicts {', '.join(info.class_names)}; "
+        loaded = EmotionClassifier.load(resolve_model(teacher), batch_size=batch_size)
+        if tuple(loaded.class_names) != tuple(data.class_names):
+            raise DatasetError(f"teacher {teacher} predicts {', '.join(loaded.class_names)}; "
                                f"the dataset has {', '.join(data.class_names)}")
         # The classifier's own test-time mirroring, switched on whatever the teacher's file says.
-        classifier = EmotionClassifier.from_keras(model, replace(info, flip_average=True), batch_size=batch_size)
+        classifier = EmotionClassifier(loaded.runner, replace(loaded.info, flip_average=True), batch_size=batch_size)
         total += classifier.predict_proba(data.images)
     return (total / len(teachers)).astype(np.float32)
 
