@@ -20,10 +20,10 @@ from .conftest import shared_path
 
 MIN_IOU = 0.3
 # Just under each shipped model's measured validation accuracy (model_cards/<name>/metrics.json).
-# Regression guards, a little under what was measured (in brackets) for each shipped model and precision.
+# Regression guards, a little under what was measured (in the comments) for each shipped model and precision.
 SHIPPED_MIN_ACCURACY = {
-    ("accurate", "int8"): 0.705,  # 0.7077, the default
-    # accurate ships int8 only; its float32 network (training.reproduce's resnet-wide.keras) measured 0.7083.
+    ("accurate", "int8"): 0.712,  # 0.7150, the default
+    # accurate ships int8 only; its float32 network (training.reproduce's resnet-wide.keras) measured 0.7119.
     ("fast", "int8"): 0.682,  # 0.6843, the default (issue 4 asks 0.68)
     ("fast", "float32"): 0.682,  # 0.6835
 }
