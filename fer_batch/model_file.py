@@ -186,9 +186,10 @@ def load_keras_model(path: Path) -> tuple[Any, ModelInfo]:
     """Load the Keras model and its metadata (imports Keras lazily)."""
     info = read_info(path)
     if "float32" not in stored_precisions(path):
+        source = info.training.get("quantized", {}).get("from", "unknown")
         raise ModelError(f"{path} holds only its int8 network (the float32 weights were left out to keep the file "
-                         "small): run it at int8, or use the float32 model it was quantised from "
-                         f"({info.training.get('quantized', {}).get('from', 'unknown')})")
+                         f"small): run it at int8, or use the float32 model it was quantised from ({source!r}; "
+                         "for a shipped model, `python -m training.reproduce` rebuilds it)")
     import keras  # noqa: PLC0415 - TensorFlow is heavy; load it only when a model is needed
 
     try:
