@@ -163,16 +163,16 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
     validation = load_image_folder(dataset / VALIDATION_SPLIT, classifier.input_size,
                                    class_names=classifier.class_names)
     report = evaluate_images(classifier, validation, dest, title=f"{plan} on validation").report
-    # Where each other precision is measured: the final file, or for an int8-only file the float32 file it was
-    # quantised from.
-    others = {p: (final, f"`--precision {p}`") for p in stored_precisions(final) if p != classifier.precision}
-    last = PLANS[plan][-1]
-    if "float32" not in stored_precisions(final) and last.quantize_from:
-        others["float32"] = (resolve_model(paths[last.quantize_from]),
-                             f"the `{last.quantize_from}` network it was quantised from; not in the shipped file")
+    # Each other precision is measured on the final file, except float32 for an int8-only file: that is measured
+    # on the file it was quantised from, which is also where the parameters are counted.
+    stored = stored_precisions(final)
+    others = {p: (final, f"`--precision {p}`") for p in stored if p != classifier.precision}
+    float32_file, source = final, PLANS[plan][-1].quantize_from
+    if "float32" not in stored and source:
+        float32_file = resolve_model(paths[source])
+        others["float32"] = (float32_file, f"the `{source}` network it was quantised from; not in the shipped file")
     other_accuracy = {p: (float((predicted_classes(file, validation, p) == validation.labels).mean()), how)
                       for p, (file, how) in others.items()}
-    float32_file = final if "float32" in stored_precisions(final) else others["float32"][0]
     parameters = load_keras_model(float32_file)[0].count_params()
     card = dest / "README.md"
     card.write_text(render_card(plan, root, report, hardware, throughput, note, parameters, other_accuracy))
