@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -14,10 +15,10 @@ from fer_batch.classify import EmotionClassifier
 from fer_batch.errors import DatasetError, UsageError
 from fer_batch.model_file import EMOTIONS, load_keras_model, read_info
 from tests.conftest import write_drawn_dataset
-from training.data import load_dataset
+from training.data import ImageSet, load_dataset
 from training.evaluate import evaluate_folder
 from training.models import RECIPES, build_augmenter, build_model
-from training.train import TrainConfig, iter_epochs, run_training
+from training.train import TrainConfig, epoch_batches, iter_epochs, run_training
 
 
 @pytest.fixture()
@@ -113,6 +114,22 @@ def test_distil_from_a_teacher_with_crowd_votes(dataset: Path, tiny_model_path: 
     (dataset / "ferplus_labels.csv").unlink()
     with pytest.raises(DatasetError, match="ferplus_labels.csv"):
         next(iter_epochs(TrainConfig(dataset=dataset, out=tmp_path / "x", ferplus_weight=0.5)))
+
+
+def test_each_epoch_and_each_run_gets_its_own_order_and_augmentation(tmp_path: Path) -> None:
+    # A resumed run used to restart the shuffle and augmentation sequence, so its first epochs
+    # replayed the exact batches the run had already seen.
+    rng = np.random.default_rng(0)
+    data = ImageSet(images=rng.integers(0, 256, (96, 48, 48, 1), dtype=np.uint8), labels=np.arange(96) % 7,
+                    class_names=EMOTIONS, files=tuple(f"{i}.png" for i in range(96)))
+    plain = TrainConfig(dataset=tmp_path, out=tmp_path, batch_size=32, augment=False, name="a")
+
+    def first_batch(config: TrainConfig, epoch: int) -> np.ndarray:
+        return next(iter(epoch_batches(data, config, epoch)))[0].numpy()
+
+    np.testing.assert_array_equal(first_batch(plain, 3), first_batch(plain, 3))  # reproducible
+    assert not np.array_equal(first_batch(plain, 3), first_batch(plain, 4))
+    assert not np.array_equal(first_batch(plain, 3), first_batch(replace(plain, name="b"), 3))
 
 
 def test_augmenter_erasing_and_padded_crops_change_images_but_not_their_shape() -> None:

@@ -21,6 +21,7 @@ import json
 import math
 import platform
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -221,6 +222,29 @@ def _model_info(config: TrainConfig, class_names: Sequence[str], extra: dict[str
     )
 
 
+def epoch_seed(config: TrainConfig, epoch: int) -> int:
+    """The seed of the shuffle and augmentation of ``epoch`` (0-based) of the run ``config`` describes.
+
+    It depends on the run's seed, its name and the epoch, so a resumed run goes on with new
+    orders and augmentations instead of replaying those its first epochs saw, and a stage
+    started from another model (``--init-from``, under another ``--name``) sees different
+    ones from the run it starts from. The same run and epoch always get the same seed.
+    """
+    return zlib.crc32(f"{config.seed}:{config.name}:{epoch}".encode()) & 0x3FFFFFFF  # room for the layer offsets
+
+
+def epoch_batches(data: ImageSet, config: TrainConfig, epoch: int) -> Any:
+    """The shuffled (and, with ``config.augment``, augmented) training batches of ``epoch``."""
+    seed = epoch_seed(config, epoch)
+    augmenter = None
+    if config.augment:
+        from training.models import build_augmenter  # noqa: PLC0415
+
+        augmenter = build_augmenter(seed, random_erasing=config.random_erasing,
+                                    crop_padding=config.crop_padding, image_size=config.image_size)
+    return make_tf_dataset(data, config.batch_size, training=True, augmenter=augmenter, seed=seed)
+
+
 def load_state(out: Path) -> dict[str, Any]:
     """The checkpoint state of the run in ``out`` (epochs done, best accuracy, options); empty when there is none."""
     path = Path(out) / STATE_FILE
@@ -290,13 +314,6 @@ def iter_epochs(
         start, best, plateau = 0, -1.0, {}
         _write_json(out / CONFIG_FILE, config.to_json())
 
-    augmenter = None
-    if config.augment:
-        from training.models import build_augmenter  # noqa: PLC0415
-
-        augmenter = build_augmenter(config.seed, random_erasing=config.random_erasing,
-                                    crop_padding=config.crop_padding, image_size=config.image_size)
-    train_ds = make_tf_dataset(train_set, config.batch_size, training=True, augmenter=augmenter, seed=config.seed)
     val_ds = make_tf_dataset(val_set, 256, training=False)
     weights = _class_weights(train_set) if config.class_weights else None
     history_path = out / HISTORY_FILE
@@ -304,7 +321,7 @@ def iter_epochs(
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
         fit = model.fit(
-            train_ds,
+            epoch_batches(train_set, config, epoch),
             validation_data=val_ds,
             initial_epoch=epoch,
             epochs=epoch + 1,
