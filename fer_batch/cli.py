@@ -15,7 +15,7 @@ import typer
 
 from fer_batch.classify import DEFAULT_BATCH_SIZE, Precision
 from fer_batch.detect import DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLD, DetectorName
-from fer_batch.errors import ExitCode, FerBatchError, UsageError
+from fer_batch.errors import ExitCode, FerBatchError
 from fer_batch.models import DEFAULT_MODEL
 from fer_batch.records import Status
 from fer_batch.writers import OutputFormat, format_for_path, get_writer
@@ -364,10 +364,6 @@ def quantize(
     from fer_batch.models import resolve_model  # noqa: PLC0415
     from training.quantize import quantize_model  # noqa: PLC0415
 
-    if precision not in ("int8", "float32"):
-        raise _fail(UsageError(f"unknown precision {precision!r}; use int8 or float32")) from None
-    if int8_only and precision != "int8":
-        raise _fail(UsageError("--int8-only needs --precision int8")) from None
     try:
         result = quantize_model(resolve_model(model), dataset, out, name=name, precision=precision,
                                 flip_average=flip_average, calibration_images=calibration_images, seed=seed,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fer_batch.classify import EmotionClassifier
-from fer_batch.errors import ModelError
+from fer_batch.errors import ModelError, UsageError
 from fer_batch.model_file import (
     INT8_MEMBER,
     METADATA_MEMBER,
@@ -101,7 +101,7 @@ def test_an_int8_only_file_runs_the_same_int8_network_without_keras(quantized, d
     np.testing.assert_allclose(taught.sum(axis=1), 1.0, atol=1e-5)
     with pytest.raises(ModelError, match="holds only its int8 network"):
         quantize_model(out.path, dataset, tmp_path / "again.keras", calibration_images=5)
-    with pytest.raises(ValueError, match="precision must be int8"):
+    with pytest.raises(UsageError, match="needs --precision int8"):
         quantize_model(quantized.path, dataset, tmp_path / "f32.keras", precision="float32", int8_only=True)
 
 
@@ -170,7 +170,9 @@ def test_command_line_quantize_then_evaluate_at_each_precision(tiny_model_path: 
     assert proc.returncode != 0 and "holds only its int8 network" in proc.stderr
     proc = fer_batch("quantize", tiny_model_path, dataset, "--out", tmp_path / "no.keras", "--int8-only",
                      "--precision", "float32")
-    assert proc.returncode != 0 and "--int8-only needs --precision int8" in proc.stderr
+    assert proc.returncode == 2 and "needs --precision int8" in proc.stderr
+    proc = fer_batch("quantize", tiny_model_path, dataset, "--out", tmp_path / "no.keras", "--precision", "int4")
+    assert proc.returncode == 2 and "unknown precision 'int4'" in proc.stderr
 
 
 def test_an_ensemble_quantizes_to_int8_logits(tiny_model_path: Path, dataset: Path, tmp_path: Path) -> None:

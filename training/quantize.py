@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_batch.errors import DatasetError
+from fer_batch.errors import DatasetError, UsageError
 from fer_batch.model_file import PRECISIONS, ModelInfo, drop_float32, load_keras_model, save_model, write_int8
 from fer_batch.runtime import silenced_stderr
 from training.data import TRAIN_SPLIT, VALIDATION_SPLIT, ImageSet, load_image_folder
@@ -93,9 +93,9 @@ def quantize_model(
     the float32 network out of ``out`` (see :func:`fer_batch.model_file.drop_float32`).
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        raise UsageError(f"unknown precision {precision!r}; use {' or '.join(PRECISIONS)}")
     if int8_only and precision != "int8":
-        raise ValueError("an int8-only model file runs at int8: precision must be int8")
+        raise UsageError("an int8-only model file (--int8-only) runs at int8: it needs --precision int8")
     source, dataset, out = Path(source), Path(dataset), Path(out)
     model, info = load_keras_model(source)
     train = load_image_folder(dataset / TRAIN_SPLIT, info.input_size, class_names=info.class_names)
