@@ -38,11 +38,12 @@ def _stage_line(stage: Stage, folder: Path) -> str:
         return (f"* `{stage.name}`: the mean of the logits of "
                 + ", ".join(f"`{m}`" for m in stage.members) + " (`python -m training.ensemble`).")
     if stage.quantize_from:
-        from fer_batch.model_file import read_info  # noqa: PLC0415
+        from fer_batch.model_file import read_info, stored_precisions  # noqa: PLC0415
 
         info = read_info(folder)
         quantized = info.training["quantized"]
-        kept = ("the int8 network only (`--int8-only`)" if quantized.get("int8_only")
+        # What the file holds, not what its metadata recorded when it was written.
+        kept = ("the int8 network only (`--int8-only`)" if stored_precisions(folder) == ("int8",)
                 else f"both networks, runs at {info.precision} by default")
         return (f"* `{stage.name}`: `{stage.quantize_from}` with an int8 copy calibrated on "
                 f"{quantized['calibration_images']} training images; keeps {kept}, mirror averaging "
