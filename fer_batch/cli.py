@@ -243,7 +243,7 @@ def train(
                                             exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (model.keras, history, charts).")] = Path(
         "runs/train"),
-    recipe: Annotated[str, typer.Option(help="Architecture: compact (fast, default), wide, vgg or resnet.")
+    recipe: Annotated[str, typer.Option(help="Architecture: compact (quickest to train; the default), wide, vgg or resnet.")
                       ] = "compact",
     epochs: Annotated[int, typer.Option(min=1)] = 50,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
@@ -261,9 +261,11 @@ def train(
     crop_padding: Annotated[int, typer.Option(
         min=0, help="With --augment: zero-pad by this many pixels, then crop back at a random position.")] = 0,
     seed: Annotated[int, typer.Option()] = 1337,
-    name: Annotated[str, typer.Option(help="Model name stored in the model file.")] = "custom",
-    init_from: Annotated[str | None, typer.Option(help="Fine-tune this model (shipped name, .keras file or "
-                                                       "training folder) instead of a new --recipe.")] = None,
+    name: Annotated[str, typer.Option(help="Model name stored in the model file; it also seeds each epoch's "
+                                                "shuffle and augmentation, so give a fine-tune its own.")] = "custom",
+    init_from: Annotated[str | None, typer.Option(help="Fine-tune this model (fast, a .keras file or a training "
+                                                       "folder; not accurate, which holds int8 only) instead of a "
+                                                       "new --recipe.")] = None,
     ferplus_weight: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Blend this much of the FER+ vote distribution (DATASET/ferplus_labels.csv) into "
                                "each training target.")] = 0.0,
@@ -341,8 +343,8 @@ def evaluate(
 
 @app.command()
 def quantize(
-    model: Annotated[str, typer.Argument(help="The model to quantise: accurate, fast, a .keras file or a training "
-                                              "output folder.")],
+    model: Annotated[str, typer.Argument(help="The model to quantise: fast, a .keras file or a training output "
+                                              "folder (not accurate, which holds int8 only).")],
     dataset: Annotated[Path, typer.Argument(help="Folder with train/<class>/ (calibration images) and, optionally, "
                                                  "validation/<class>/ (to measure the cost in accuracy).",
                                             exists=True, file_okay=False)],

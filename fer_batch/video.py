@@ -439,8 +439,3 @@ class VideoAnalyzer:
         """Files, folders (searched recursively for video suffixes) and ``-`` (paths on stdin) to records."""
         return self.analyze_items(iter_sources(inputs, suffixes=VIDEO_SUFFIXES, stdin=stdin))
 
-
-def analyze_video(path: str | Path, analyzer: Analyzer | None = None,
-                  sampling: Sampling | None = None) -> Iterator[FrameResult]:
-    """Records for one video: a shortcut for ``VideoAnalyzer(analyzer, sampling).analyze_video(path)``."""
-    return VideoAnalyzer(analyzer, sampling).analyze_video(path)

@@ -33,7 +33,9 @@ SUFFIX_FORMATS = {".csv": OutputFormat.CSV, ".json": OutputFormat.JSON, ".jsonl"
 
 
 def format_for_path(path: str | Path | None, explicit: str | OutputFormat | None = None) -> OutputFormat:
-    """``explicit`` if given, else the format named by the path's extension; CSV for stdout or no extension."""
+    """``explicit`` if given, else CSV for stdout (None or ``-``), else the format the path's
+    extension names; any other extension is a UsageError.
+    """
     if explicit:
         return OutputFormat(explicit)
     if path is None or str(path) == "-":

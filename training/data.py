@@ -51,10 +51,6 @@ class ImageSet:
                        files=tuple(f for f, k in zip(self.files, keep) if k),
                        targets=None if self.targets is None else self.targets[keep])
 
-    def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.labels, minlength=len(self.class_names))
-        return {name: int(n) for name, n in zip(self.class_names, counts)}
-
 
 def class_folders(split_dir: Path) -> list[str]:
     """The class names of a split: its sub-folder names, sorted."""

@@ -1,6 +1,6 @@
 """int8 quantisation: add a TFLite copy of a model's network, with 8-bit weights and activations.
 
-    fer-batch quantize runs/shipped/wide-v4-ft ../shared/data/fer2013 --out fast.keras --no-flip-average
+    fer-batch quantize runs/shipped/wide-v4-ft ../shared/data/fer2013 --out fast.keras --name fast --no-flip-average
 
 Full-integer post-training quantisation needs the range of every activation,
 which the converter measures on calibration images: a random sample of the

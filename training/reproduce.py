@@ -5,7 +5,7 @@
 
 Each shipped model is the last stage of a plan: training runs (``fer-batch
 train`` with fixed options and seeds), fine-tunes that start from an earlier
-stage, distillation from an earlier stage, ensembles of earlier stages, and
+stage, distillation from an earlier stage (no current plan distils), ensembles of earlier stages, and
 int8 quantisation of an earlier stage (which also sets how the model runs by
 default: precision and mirror averaging).
 Every stage writes its own folder under ``--out``. Running the command again
@@ -79,7 +79,7 @@ _NETWORK = (
 # fifth of the rate) and a shorter fine-tune without augmentation (resnet overfits after one or two epochs).
 # Measured on FER2013 validation: resnet-v1 0.6651 -> resnet-v1-ft (5 epochs, best at the first) 0.6969 (int8,
 # mirror averaging); resnet-v2 0.6715 -> resnet-v2-ft (2 epochs) 0.7024 (float32, mirror averaging).
-# resnet-v1 took about 4 h of CPU (about 140 s per epoch on 2 cores), resnet-v2 about 1 h.
+# resnet-v1 took about 4.5 h of CPU (about 160 s per epoch on 2 cores), resnet-v2 about 1 h.
 _RESNET = (
     Stage("resnet-v1", {"recipe": "resnet", "epochs": 100, "optimizer": "sgd", "learning_rate": 0.05,
                         "weight_decay": 5e-4, "crop_padding": 4, "random_erasing": 0.2, "mixed_precision": True}),
@@ -102,7 +102,7 @@ PLANS: dict[str, tuple[Stage, ...]] = {
     # 0.6916 (the accurate model before the resnet).
     "accurate": (*_NETWORK, *_RESNET, Stage("resnet-wide", members=("resnet-v2-ft", "wide-v4-ft")),
                  Stage("accurate", {"precision": "int8", "int8_only": True}, quantize_from="resnet-wide")),
-    # wide-v4-ft alone, without mirror averaging: about 6x the accurate model's speed for 2.3 points less. It
+    # wide-v4-ft alone, without mirror averaging: about 5.5x the accurate model's speed for 3.1 points less. It
     # replaced a distilled compact network (0.6375 at 3,023 faces/s), which was both slower and less accurate.
     "fast": (*_NETWORK, Stage("fast", {"precision": "int8", "flip_average": False}, quantize_from="wide-v4-ft")),
 }
