@@ -262,7 +262,7 @@ def train(
         min=0, help="With --augment: zero-pad by this many pixels, then crop back at a random position.")] = 0,
     seed: Annotated[int, typer.Option()] = 1337,
     name: Annotated[str, typer.Option(help="Model name stored in the model file; it also seeds each epoch's "
-                                                "shuffle and augmentation, so give a fine-tune its own.")] = "custom",
+                                           "shuffle and augmentation, so give a fine-tune its own.")] = "custom",
     init_from: Annotated[str | None, typer.Option(help="Fine-tune this model (fast, a .keras file or a training "
                                                        "folder; not accurate, which holds int8 only) instead of a "
                                                        "new --recipe.")] = None,
