@@ -16,7 +16,7 @@ from training.reproduce import PLANS, Stage, reproduce
 TINY_PLAN = (
     Stage("base", {"epochs": 1, "batch_size": 8}),
     Stage("tuned", {"epochs": 1, "batch_size": 8, "augment": False, "mixed_precision": True}, init_from="base"),
-    Stage("student", {"epochs": 1, "batch_size": 8}, teachers=("base", "tuned")),
+    Stage("student", {"epochs": 1, "batch_size": 8, "seed": 3}, teachers=("base", "tuned")),
     Stage("mix", members=("tuned", "student")),
     Stage("tiny", {"precision": "int8", "flip_average": True, "calibration_images": 10, "int8_only": True},
           quantize_from="mix"),
@@ -43,7 +43,10 @@ def test_plan_runs_every_stage_in_order(tiny_runs: tuple[Path, Path]) -> None:
     assert stored_precisions(runs / "tiny.keras") == ("int8",)
     student = read_info(runs / "student" / "model.keras").training["config"]
     assert student["teachers"] == [str(runs / "base"), str(runs / "tuned")]
-    assert read_info(runs / "tuned" / "model.keras").training["config"]["init_from"] == str(runs / "base")
+    tuned = read_info(runs / "tuned" / "model.keras").training["config"]
+    assert tuned["init_from"] == str(runs / "base")
+    # The plan's seed, except where a stage names its own (as the shipped resnet-b1 does).
+    assert tuned["seed"] == 1337 and student["seed"] == 3
 
 
 def test_finished_stages_are_skipped(tiny_runs: tuple[Path, Path]) -> None:

@@ -1,7 +1,7 @@
 """Write a shipped model's card from its reproduce plan: every figure comes from the runs' own files.
 
     python -m training.model_card accurate runs/shipped model_cards/accurate \
-        --hardware "2-core x86-64 CPU, no GPU" --throughput "780 faces/s (python benchmarks/images_benchmark.py)"
+        --hardware "2-core x86-64 CPU, no GPU" --throughput "436 faces/s (python benchmarks/images_benchmark.py)"
 
 For each stage of the plan (see :mod:`training.reproduce`) it copies the
 stage's ``history.csv`` and ``curves.png`` as ``<stage>_history.csv`` and
