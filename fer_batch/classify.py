@@ -63,21 +63,29 @@ class KerasRunner:
     """The float32 Keras network behind one ``tf.function``, traced once for any batch size.
 
     Calling the graph directly avoids ``Model.predict``'s per-call overhead
-    (several times slower for batches of a few hundred).
+    (several times slower for batches of a few hundred). On another Keras
+    backend (JAX, for training on a GPU machine without TensorFlow) it runs
+    through ``predict_on_batch``.
     """
 
     precision = "float32"
 
     def __init__(self, model: Any, info: ModelInfo) -> None:
-        import tensorflow as tf  # noqa: PLC0415
+        from fer_batch.runtime import keras_backend  # noqa: PLC0415
 
         self.model = model
+        if keras_backend() != "tensorflow":
+            self._forward = lambda x: np.asarray(model.predict_on_batch(x))
+            return
+        import tensorflow as tf  # noqa: PLC0415
+
         height, width = info.input_size
         spec = tf.TensorSpec((None, height, width, info.channels), tf.float32)
-        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        graph = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        self._forward = lambda x: graph(x).numpy()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._forward(x).numpy()
+        return self._forward(x)
 
 
 class Int8Runner:

@@ -52,9 +52,9 @@ def _root() -> None:
 
 
 def _setup_logging(quiet: bool, verbose: bool = False) -> None:
-    from fer_batch.runtime import import_tensorflow_quietly  # noqa: PLC0415
+    from fer_batch.runtime import import_backend_quietly  # noqa: PLC0415
 
-    import_tensorflow_quietly()  # every command but --help needs it; load it before any output
+    import_backend_quietly()  # every command but --help needs it; load it before any output
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("fer-batch: %(message)s"))

@@ -7,6 +7,10 @@ In a tool whose stderr carries the user's messages and progress bar, those
 lines are noise, so the CLI imports TensorFlow with file descriptor 2 pointed
 at /dev/null for that moment only. Errors raised by the import still surface
 as Python exceptions.
+
+Training also runs on Keras's JAX backend (``KERAS_BACKEND=jax``), for a GPU
+machine that has JAX but no TensorFlow (see ``training/device_train.sh``);
+:func:`import_backend_quietly` loads TensorFlow only when it is the backend.
 """
 
 from __future__ import annotations
@@ -43,3 +47,13 @@ def import_tensorflow_quietly() -> Any:
 
         tf.config.list_physical_devices()
     return tf
+
+
+def keras_backend() -> str:
+    """The Keras backend this process will use: ``KERAS_BACKEND``, else TensorFlow (fer-batch's default)."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def import_backend_quietly() -> Any | None:
+    """Import TensorFlow quietly when it is the Keras backend; returns it, or None under another backend."""
+    return import_tensorflow_quietly() if keras_backend() == "tensorflow" else None

@@ -11,7 +11,7 @@ import pytest
 from fer_batch.model_file import read_info, stored_precisions
 from tests.conftest import write_drawn_dataset
 from training.model_card import write_card
-from training.reproduce import PLANS, Stage, reproduce
+from training.reproduce import PLANS, Stage, main, reproduce
 
 TINY_PLAN = (
     Stage("base", {"epochs": 1, "batch_size": 8}),
@@ -91,3 +91,16 @@ def test_shipped_plans_refer_only_to_earlier_stages() -> None:
 def test_unknown_plan(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="accurate"):
         reproduce("nope", tmp_path, tmp_path)
+
+
+def test_until_stops_after_the_named_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(PLANS, "tiny", TINY_PLAN)
+    ran: list[str] = []
+    last = reproduce("tiny", tmp_path / "data", tmp_path / "runs", until="tuned",
+                     run_stage=lambda d, paths, stage, s: ran.append(stage.name))
+    assert ran == ["base", "tuned"] and last == tmp_path / "runs" / "tuned"
+    with pytest.raises(KeyError, match="no stage 'nope'"):
+        reproduce("tiny", tmp_path / "data", tmp_path / "runs", until="nope")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tiny", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--until", "nope"])
+    assert exit_info.value.code == 2

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -212,3 +215,42 @@ def test_mixed_precision_trains_in_bfloat16_and_saves_float32(dataset: Path, tmp
                                  mixed_precision=True)))
     assert _policies(keras.saving.load_model(tuned / "checkpoints" / "last.keras")) == {"mixed_bfloat16"}
     assert _policies(load_keras_model(tuned / "model.keras")[0]) == {"float32"}
+
+
+def test_array_batches_feed_what_the_tf_pipeline_feeds(dataset: Path) -> None:
+    from training.data import array_batches, make_tf_dataset
+
+    train, _ = load_dataset(dataset)
+    batches = array_batches(train, 8, training=False)
+    assert len(batches) == 4  # 28 images
+    x, y = batches[0]
+    tf_x, tf_y = next(iter(make_tf_dataset(train, 8, training=False)))
+    np.testing.assert_array_equal(x, tf_x.numpy())
+    np.testing.assert_array_equal(y, tf_y.numpy())
+    # Training order: every image once per epoch, in a seeded order; augmentation changes the pixels.
+    shuffled = array_batches(train, 8, training=True, seed=5)
+    labels = np.concatenate([shuffled[i][1].argmax(axis=1) for i in range(len(shuffled))])
+    assert sorted(labels) == sorted(train.labels) and list(labels) != list(train.labels)
+    again = array_batches(train, 8, training=True, seed=5)
+    np.testing.assert_array_equal(again[0][1], shuffled[0][1])
+    augmented = array_batches(train, 8, training=True, seed=5, augmenter=build_augmenter(5))
+    assert augmented[0][0].shape == (8, 48, 48, 1) and not np.array_equal(augmented[0][0], shuffled[0][0])
+
+
+def test_training_runs_on_the_jax_backend(dataset: Path, tmp_path: Path) -> None:
+    """The path training/device_train.sh takes on a GPU machine without TensorFlow: Keras on JAX."""
+    pytest.importorskip("jax", reason="JAX is not installed (it comes with the test extras)")
+    out = tmp_path / "jax-run"
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    args = [sys.executable, "-m", "fer_batch", "train", str(dataset), "--out", str(out), "--recipe", "compact",
+            "--epochs", "2", "--batch-size", "8", "--crop-padding", "2", "--random-erasing", "0.3",
+            "--mixed-precision", "--name", "jax-unit"]
+    done = subprocess.run(args, check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(pd.read_csv(out / "history.csv")["epoch"]) == [1, 2]
+    assert json.loads((out / "metrics.json").read_text())["count"] == 28
+    # The saved model is an ordinary fer-batch model file: it loads and runs here, on TensorFlow.
+    info = read_info(out / "model.keras")
+    assert info.name == "jax-unit" and info.training["config"]["mixed_precision"] is True
+    probs = EmotionClassifier.load(out / "model.keras").predict_proba(np.zeros((2, 48, 48)))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)

@@ -1,12 +1,15 @@
-"""Dataset loading: ``<root>/<split>/<class>/*.png`` folders into arrays and tf.data pipelines.
+"""Dataset loading: ``<root>/<split>/<class>/*.png`` folders into arrays, and batches for ``Model.fit``.
 
 FER2013 is small (28,709 images of 48x48 bytes, about 66 MB), so each split is
-decoded once into a NumPy array and fed to ``tf.data`` from memory: every epoch
-after the first then costs no file I/O or PNG decoding.
+decoded once into a NumPy array and fed from memory: every epoch after the
+first then costs no file I/O or PNG decoding. :func:`make_batches` feeds it
+through ``tf.data`` on Keras's TensorFlow backend (the default) and through a
+``keras.utils.PyDataset`` on any other (JAX on a GPU machine without TensorFlow).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -153,3 +156,60 @@ def make_tf_dataset(
     if training and augmenter is not None:
         ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_batches(data: ImageSet, batch_size: int, *, training: bool, augmenter: Any = None, seed: int = 0) -> Any:
+    """Batches of (float32 images 0..255, targets) for ``Model.fit``, on whichever backend Keras runs.
+
+    TensorFlow gets :func:`make_tf_dataset`; other backends get :func:`array_batches`, the same
+    shuffling and augmentation without ``tf.data``.
+    """
+    from fer_batch.runtime import keras_backend  # noqa: PLC0415
+
+    if keras_backend() == "tensorflow":
+        return make_tf_dataset(data, batch_size, training=training, augmenter=augmenter, seed=seed)
+    return array_batches(data, batch_size, training=training, augmenter=augmenter, seed=seed)
+
+
+def array_batches(data: ImageSet, batch_size: int, *, training: bool, augmenter: Any = None, seed: int = 0) -> Any:
+    """A ``keras.utils.PyDataset`` of (float32 images 0..255, targets) from in-memory arrays, for any backend.
+
+    Training order is one permutation drawn from ``seed`` (:func:`training.train.epoch_batches` makes a new
+    one each epoch); the augmenter runs on each training batch.
+    """
+    return _array_batches_class()(data, batch_size, training=training, augmenter=augmenter, seed=seed)
+
+
+_ARRAY_BATCHES: list[type] = []  # the PyDataset subclass, defined on first use so importing this module skips Keras
+
+
+def _array_batches_class() -> type:
+    if _ARRAY_BATCHES:
+        return _ARRAY_BATCHES[0]
+    import keras  # noqa: PLC0415
+
+    class _ArrayBatches(keras.utils.PyDataset):
+        def __init__(self, data: ImageSet, batch_size: int, *, training: bool, augmenter: Any = None,
+                     seed: int = 0) -> None:
+            super().__init__()
+            num_classes = len(data.class_names)
+            self._images = data.images
+            self._targets = (data.targets if data.targets is not None
+                             else np.eye(num_classes, dtype=np.float32)[data.labels])
+            n = len(data)
+            self._order = np.random.default_rng(seed).permutation(n) if training else np.arange(n)
+            self._batch_size = batch_size
+            self._augmenter = augmenter if training else None
+
+        def __len__(self) -> int:
+            return math.ceil(len(self._order) / self._batch_size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = self._order[index * self._batch_size : (index + 1) * self._batch_size]
+            x = self._images[rows].astype(np.float32)
+            if self._augmenter is not None:
+                x = keras.ops.convert_to_numpy(self._augmenter(x, training=True)).astype(np.float32)
+            return x, self._targets[rows]
+
+    _ARRAY_BATCHES.append(_ArrayBatches)
+    return _ArrayBatches

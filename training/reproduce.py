@@ -151,18 +151,28 @@ def _run_stage(dataset: Path, paths: dict[str, Path], stage: Stage, seed: int) -
         r.metrics.get("val_accuracy", 0.0), r.seconds)).model_path
 
 
-def reproduce(plan: str, dataset: Path, root: Path, *, seed: int = 1337,
+def reproduce(plan: str, dataset: Path, root: Path, *, seed: int = 1337, until: str | None = None,
               run_stage: Callable[[Path, dict[str, Path], Stage, int], Path] = _run_stage) -> Path:
-    """Run every unfinished stage of ``plan`` in order; returns the final model's path."""
+    """Run every unfinished stage of ``plan`` in order, or those up to and including ``until``; returns the
+    path of the last stage run or skipped (the final model's, without ``until``).
+
+    ``until`` stops before the stages that need TensorFlow (quantisation) on a machine without it.
+    """
     paths = stage_paths(plan, root)
+    stages = PLANS[plan]
+    if until is not None:
+        names = [stage.name for stage in stages]
+        if until not in names:
+            raise KeyError(f"plan {plan!r} has no stage {until!r}; its stages: {', '.join(names)}")
+        stages = stages[: names.index(until) + 1]
     root.mkdir(parents=True, exist_ok=True)
-    for stage in PLANS[plan]:
+    for stage in stages:
         if _finished(paths[stage.name], stage):
             log.info("%s: done, skipped", stage.name)
             continue
         log.info("%s: running", stage.name)
         run_stage(dataset, paths, stage, seed)
-    return paths[PLANS[plan][-1].name]
+    return paths[stages[-1].name]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -171,12 +181,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("dataset", type=Path, help="folder with train/<class>/ and validation/<class>/")
     parser.add_argument("--out", type=Path, default=Path("runs/shipped"), help="one sub-folder per stage")
     parser.add_argument("--seed", type=int, default=1337, help="for every stage that does not name its own")
+    parser.add_argument("--until", metavar="STAGE", help="stop after this stage (e.g. before quantising)")
     args = parser.parse_args(argv)
-    from fer_batch.runtime import import_tensorflow_quietly  # noqa: PLC0415
+    if args.until is not None and args.until not in stage_paths(args.plan, args.out):
+        parser.error(f"plan {args.plan} has no stage {args.until!r}; its stages: "
+                     f"{', '.join(stage.name for stage in PLANS[args.plan])}")
+    from fer_batch.runtime import import_backend_quietly  # noqa: PLC0415
 
-    import_tensorflow_quietly()
+    import_backend_quietly()
     logging.basicConfig(level=logging.INFO, format="reproduce: %(message)s")
-    final = reproduce(args.plan, args.dataset, args.out, seed=args.seed)
+    final = reproduce(args.plan, args.dataset, args.out, seed=args.seed, until=args.until)
     print(f"{args.plan}: {final}")
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 
 from fer_batch.errors import UsageError
 from fer_batch.model_file import ModelInfo, save_model
-from training.data import TRAIN_SPLIT, ImageSet, load_dataset, make_tf_dataset
+from training.data import TRAIN_SPLIT, ImageSet, load_dataset, make_batches
 from training.metrics import format_report
 from training.plots import plot_history
 from training.targets import training_targets
@@ -242,7 +242,7 @@ def epoch_batches(data: ImageSet, config: TrainConfig, epoch: int) -> Any:
 
         augmenter = build_augmenter(seed, random_erasing=config.random_erasing,
                                     crop_padding=config.crop_padding, image_size=config.image_size)
-    return make_tf_dataset(data, config.batch_size, training=True, augmenter=augmenter, seed=seed)
+    return make_batches(data, config.batch_size, training=True, augmenter=augmenter, seed=seed)
 
 
 def load_state(out: Path) -> dict[str, Any]:
@@ -314,7 +314,7 @@ def iter_epochs(
         start, best, plateau = 0, -1.0, {}
         _write_json(out / CONFIG_FILE, config.to_json())
 
-    val_ds = make_tf_dataset(val_set, 256, training=False)
+    val_ds = make_batches(val_set, 256, training=False)
     weights = _class_weights(train_set) if config.class_weights else None
     history_path = out / HISTORY_FILE
 
