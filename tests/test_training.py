@@ -254,3 +254,30 @@ def test_training_runs_on_the_jax_backend(dataset: Path, tmp_path: Path) -> None
     assert info.name == "jax-unit" and info.training["config"]["mixed_precision"] is True
     probs = EmotionClassifier.load(out / "model.keras").predict_proba(np.zeros((2, 48, 48)))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+_JAX_AUGMENTATION_CHECK = """
+import numpy as np, keras
+from training.data import compiled_augmenter
+from training.models import RandomPadCrop, build_augmenter
+x = np.random.default_rng(0).uniform(0, 255, (16, 48, 48, 1)).astype(np.float32)
+for seed in (3, 11):  # the second augmenter reuses the first one's compiled function
+    eager = build_augmenter(seed, random_erasing=0.5, crop_padding=4)
+    compiled = compiled_augmenter(build_augmenter(seed, random_erasing=0.5, crop_padding=4))
+    for _ in range(2):
+        expected, got = keras.ops.convert_to_numpy(eager(x, training=True)), compiled(x)
+        assert np.abs(expected - got).max() < 0.01 and np.abs(got - x).mean() > 1, seed
+shifted = keras.ops.convert_to_numpy(RandomPadCrop(2, seed=1)(x[:4, :8, :8], training=True))
+for image, out in zip(x[:4, :8, :8, 0], shifted[..., 0]):
+    padded = np.pad(image, 2)
+    assert any(np.array_equal(padded[dy:dy + 8, dx:dx + 8], out) for dy in range(5) for dx in range(5))
+print("ok")
+"""
+
+
+def test_jax_augmentation_is_compiled_and_draws_what_the_layers_draw() -> None:
+    pytest.importorskip("jax", reason="JAX is not installed (it comes with the test extras)")
+    done = subprocess.run([sys.executable, "-c", _JAX_AUGMENTATION_CHECK], check=False, capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

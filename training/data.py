@@ -9,8 +9,9 @@ through ``tf.data`` on Keras's TensorFlow backend (the default) and through a
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -199,7 +200,7 @@ def _array_batches_class() -> type:
             n = len(data)
             self._order = np.random.default_rng(seed).permutation(n) if training else np.arange(n)
             self._batch_size = batch_size
-            self._augmenter = augmenter if training else None
+            self._augmenter = compiled_augmenter(augmenter) if training and augmenter is not None else None
 
         def __len__(self) -> int:
             return math.ceil(len(self._order) / self._batch_size)
@@ -208,8 +209,59 @@ def _array_batches_class() -> type:
             rows = self._order[index * self._batch_size : (index + 1) * self._batch_size]
             x = self._images[rows].astype(np.float32)
             if self._augmenter is not None:
-                x = keras.ops.convert_to_numpy(self._augmenter(x, training=True)).astype(np.float32)
+                x = self._augmenter(x)
             return x, self._targets[rows]
 
     _ARRAY_BATCHES.append(_ArrayBatches)
     return _ArrayBatches
+
+
+_COMPILED: dict[str, Any] = {}  # one compiled augmentation per augmenter structure, shared by every epoch's augmenter
+
+
+def _structure(config: Any) -> Any:
+    """A layer config without its names and seeds: equal for augmenters that differ only in their random draws."""
+    if isinstance(config, dict):
+        return {k: _structure(v) for k, v in config.items() if k not in ("name", "seed")}
+    if isinstance(config, list):
+        return [_structure(v) for v in config]
+    return config
+
+
+def compiled_augmenter(augmenter: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``augmenter`` (a Keras model of random layers) as a function of a float32 NumPy batch.
+
+    On JAX it runs as one ``jax.jit``-compiled function of the batch and the random layers' seed states,
+    which draws what the eager layers would draw: eager JAX dispatches every operation on its own, which
+    on a GPU costs far more than the arithmetic. The compiled function is traced once per augmenter
+    structure and batch shape, so the new augmenter each epoch brings (new seeds) does not compile again.
+    Other backends run the layers as they are.
+    """
+    import keras  # noqa: PLC0415
+
+    from fer_batch.runtime import keras_backend  # noqa: PLC0415
+
+    if keras_backend() != "jax":
+        return lambda x: keras.ops.convert_to_numpy(augmenter(x, training=True)).astype(np.float32)
+    import jax  # noqa: PLC0415
+
+    key = json.dumps(_structure(augmenter.get_config()), sort_keys=True, default=str)
+    if key not in _COMPILED:
+        template, template_vars = augmenter, list(augmenter.variables)
+
+        def stateless(states: list[Any], x: Any) -> tuple[Any, list[Any]]:
+            with keras.StatelessScope(state_mapping=list(zip(template_vars, states))) as scope:
+                y = template(x, training=True)
+            updated = [scope.get_current_value(v) for v in template_vars]
+            return y, [s if u is None else u for s, u in zip(states, updated)]
+
+        _COMPILED[key] = jax.jit(stateless)
+    compiled, variables = _COMPILED[key], list(augmenter.variables)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        y, states = compiled([v.value for v in variables], x)
+        for variable, state in zip(variables, states):
+            variable.assign(state)
+        return np.asarray(y, dtype=np.float32)
+
+    return run

@@ -192,6 +192,38 @@ def logits_model(model: keras.Model) -> tuple[keras.Model, bool]:
     return model, False
 
 
+class RandomPadCrop(layers.Layer):
+    """Zero-pad by ``padding`` pixels, then crop back to the input size at a random offset per image.
+
+    What ``ZeroPadding2D`` + ``RandomCrop`` do, in ``keras.ops`` alone (a gather at the drawn offsets), so that it
+    also runs inside ``jax.jit``; :func:`build_augmenter` uses it on backends other than TensorFlow.
+    """
+
+    def __init__(self, padding: int, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.padding = padding
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images: Any, training: bool = True) -> Any:
+        if not training:
+            return images
+        ops, pad = keras.ops, self.padding
+        batch, height, width = ops.shape(images)[0], ops.shape(images)[1], ops.shape(images)[2]
+        padded = ops.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        offsets = keras.random.randint((batch, 2), 0, 2 * pad + 1, seed=self.seed_generator)
+        rows = offsets[:, :1] + ops.arange(height)[None, :]  # (N, H): the padded rows each image keeps
+        cols = offsets[:, 1:] + ops.arange(width)[None, :]
+        kept = ops.take_along_axis(padded, rows[:, :, None, None], axis=1)
+        return ops.take_along_axis(kept, cols[:, None, :, None], axis=2)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "padding": self.padding, "seed": self.seed}
+
+
 def build_augmenter(seed: int = 0, random_erasing: float = 0.0, crop_padding: int = 0,
                     image_size: tuple[int, int] = (48, 48)) -> keras.Sequential:
     """Random flips, small rotations, shifts, zoom and brightness/contrast changes, applied per batch.
@@ -202,9 +234,13 @@ def build_augmenter(seed: int = 0, random_erasing: float = 0.0, crop_padding: in
     replaces one random patch (2-25% of the image) with noise in that share of
     the images.
     """
+    from fer_batch.runtime import keras_backend  # noqa: PLC0415
+
     extra: list[keras.layers.Layer] = []
-    if crop_padding > 0:
+    if crop_padding > 0 and keras_backend() == "tensorflow":
         extra += [layers.ZeroPadding2D(crop_padding), layers.RandomCrop(*image_size, seed=seed + 6)]
+    elif crop_padding > 0:  # Keras's RandomCrop cannot be compiled by jax.jit (training.data compiles the augmenter)
+        extra.append(RandomPadCrop(crop_padding, seed=seed + 6))
     if random_erasing > 0:
         extra.append(layers.RandomErasing(factor=(random_erasing, random_erasing), scale=(0.02, 0.25),
                                           value_range=(0.0, 255.0), seed=seed + 7))
