@@ -60,7 +60,7 @@ def _unmirrored(probs: np.ndarray) -> np.ndarray:
 
 
 class KerasRunner:
-    """The float32 Keras network behind one ``tf.function``, traced once for any batch size.
+    """The float32 Keras network: on TensorFlow behind one ``tf.function``, traced once for any batch size.
 
     Calling the graph directly avoids ``Model.predict``'s per-call overhead
     (several times slower for batches of a few hundred). On another Keras

@@ -15,6 +15,7 @@ machine that has JAX but no TensorFlow (see ``training/device_train.sh``);
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -50,8 +51,19 @@ def import_tensorflow_quietly() -> Any:
 
 
 def keras_backend() -> str:
-    """The Keras backend this process will use: ``KERAS_BACKEND``, else TensorFlow (fer-batch's default)."""
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
+    """The Keras backend this process uses, found as Keras finds it, without importing Keras.
+
+    ``KERAS_BACKEND``, else the ``backend`` of Keras's config file (``$KERAS_HOME/keras.json``, by default
+    ``~/.keras/keras.json``), else TensorFlow.
+    """
+    if "KERAS_BACKEND" in os.environ:
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    try:
+        with open(os.path.join(home, "keras.json")) as fh:
+            return str(json.load(fh).get("backend", "tensorflow"))
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
 
 
 def import_backend_quietly() -> Any | None:
