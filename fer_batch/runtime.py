@@ -56,7 +56,7 @@ def keras_backend() -> str:
     ``KERAS_BACKEND``, else the ``backend`` of Keras's config file (``$KERAS_HOME/keras.json``, by default
     ``~/.keras/keras.json``), else TensorFlow.
     """
-    if "KERAS_BACKEND" in os.environ:
+    if os.environ.get("KERAS_BACKEND"):
         return os.environ["KERAS_BACKEND"]
     home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
     try:

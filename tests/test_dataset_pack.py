@@ -70,6 +70,28 @@ def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
         unpack(junk, tmp_path / "out")
     with pytest.raises(DatasetError, match="neither"):
         pack(tmp_path / "missing.zip", tmp_path / "x.pack")
+    with pytest.raises(DatasetError, match="could not read"):
+        pack(tmp_path / "missing.npz.xz", tmp_path / "x.pack")
+    incomplete = tmp_path / "incomplete.npz"
+    np.savez(incomplete, classes=np.asarray(["happy"]))
+    (tmp_path / "incomplete.npz.xz").write_bytes(lzma.compress(incomplete.read_bytes()))
+    with pytest.raises(DatasetError, match="lacks x_train"):
+        pack(tmp_path / "incomplete.npz.xz", tmp_path / "x.pack")
     with pytest.raises(SystemExit) as exit_info:
         main(["unpack", str(junk), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 4
+
+
+def test_empty_class_folders_and_other_formats_survive(tmp_path: Path) -> None:
+    source = write_drawn_dataset(tmp_path / "data", per_class=2)
+    for image in (source / "train" / "disgust").iterdir():
+        image.unlink()  # a class without training images: still a class
+    jpeg = cv2.imread(str(source / "train" / "happy" / "0.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(source / "train" / "happy" / "extra.jpg"), jpeg)
+    unpack(pack(source, tmp_path / "data.pack"), tmp_path / "copy")
+    assert (tmp_path / "copy" / "train" / "disgust").is_dir()
+    assert not list((tmp_path / "copy" / "train" / "disgust").iterdir())
+    # Written as PNG: the pixels training read from the JPEG, kept exactly.
+    read = cv2.imread(str(source / "train" / "happy" / "extra.jpg"), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "copy" / "train" / "happy" / "extra.png"),
+                                             cv2.IMREAD_GRAYSCALE), read)

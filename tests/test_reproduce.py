@@ -93,7 +93,8 @@ def test_unknown_plan(tmp_path: Path) -> None:
         reproduce("nope", tmp_path, tmp_path)
 
 
-def test_until_stops_after_the_named_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_until_stops_after_the_named_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(PLANS, "tiny", TINY_PLAN)
     ran: list[str] = []
     last = reproduce("tiny", tmp_path / "data", tmp_path / "runs", until="tuned",
@@ -103,4 +104,4 @@ def test_until_stops_after_the_named_stage(tmp_path: Path, monkeypatch: pytest.M
         reproduce("tiny", tmp_path / "data", tmp_path / "runs", until="nope")
     with pytest.raises(SystemExit) as exit_info:
         main(["tiny", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--until", "nope"])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 2 and "has no stage 'nope'" in capsys.readouterr().err

@@ -16,6 +16,8 @@ def test_keras_backend_is_found_as_keras_finds_it(tmp_path: Path, monkeypatch: p
     (tmp_path / "keras.json").write_text('{"backend": "jax", "floatx": "float32"}')
     assert keras_backend() == "jax"
     assert import_backend_quietly() is None  # TensorFlow is imported only when it is the backend
+    monkeypatch.setenv("KERAS_BACKEND", "")  # empty: ignored, as Keras ignores it
+    assert keras_backend() == "jax"
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     assert keras_backend() == "torch"
     (tmp_path / "keras.json").write_text("not json")

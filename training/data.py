@@ -220,9 +220,10 @@ _COMPILED: dict[str, Any] = {}  # one compiled augmentation per augmenter struct
 
 
 def _structure(config: Any) -> Any:
-    """A layer config without its names and seeds: equal for augmenters that differ only in their random draws."""
+    """A model config without its layers' names and seeds: equal for augmenters that differ only in their draws."""
     if isinstance(config, dict):
-        return {k: _structure(v) for k, v in config.items() if k not in ("name", "seed")}
+        is_layer = "trainable" in config  # a layer's own config (a dtype policy's "name" is kept)
+        return {k: _structure(v) for k, v in config.items() if not (is_layer and k in ("name", "seed"))}
     if isinstance(config, list):
         return [_structure(v) for v in config]
     return config

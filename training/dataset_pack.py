@@ -9,7 +9,9 @@ own carrier (``fer2013_train_validation.npz.xz``, 55 MB) does not fit beside the
 16 MB. Each image is stored as the residual of the median edge detector (LOCO-I / JPEG-LS)
 prediction from its left, upper and upper-left pixels, which xz compresses better than the
 pixels: 47.9 MB for FER2013's train and validation splits, against 55 MB. ``unpack`` writes the
-``<split>/<class>/<file>.png`` layout that ``fer-batch train`` reads, pixel for pixel.
+``<split>/<class>/<file>.png`` layout that ``fer-batch train`` reads, pixel for pixel as training reads them: a
+folder source is read as ``fer-batch train`` reads it (grayscale, resized to 48x48), so PNGs of that size come
+back unchanged and any other image as the 48x48 grayscale PNG training would have seen.
 """
 
 from __future__ import annotations
@@ -81,10 +83,17 @@ def _read_source(source: Path) -> dict[str, np.ndarray]:
             arrays[f"y_{split}"] = data.labels.astype(np.uint8)
             arrays[f"name_{split}"] = np.asarray(data.files)
         return arrays
-    if source.name.endswith(".npz.xz"):
+    if not source.name.endswith(".npz.xz"):
+        raise DatasetError(f"{source} is neither a dataset folder nor a .npz.xz file")
+    try:
         with lzma.open(source) as fh, np.load(io.BytesIO(fh.read()), allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
-    raise DatasetError(f"{source} is neither a dataset folder nor a .npz.xz file")
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, lzma.LZMAError, ValueError) as exc:
+        raise DatasetError(f"could not read {source}: {exc}") from exc
+    missing = [f"{kind}_{split}" for split in SPLITS for kind in ("x", "y", "name") if f"{kind}_{split}" not in arrays]
+    if missing or "classes" not in arrays:
+        raise DatasetError(f"{source} lacks {', '.join(missing or ['classes'])}")
+    return arrays
 
 
 def pack(source: Path, out: Path) -> Path:
@@ -115,11 +124,13 @@ def unpack(packed: Path, out: Path) -> dict[str, int]:
     classes = [str(c) for c in arrays["classes"]]
     counts = {}
     for split in SPLITS:
+        for name in classes:  # every class folder, an empty one too: the folders are the class list
+            (Path(out) / split / name).mkdir(parents=True, exist_ok=True)
         images = decode(arrays[f"residuals_{split}"])
         for image, label, name in zip(images, arrays[f"labels_{split}"], arrays[f"files_{split}"]):
-            # Carriers name files "<class>/<file>"; the class folder comes from the label either way.
-            path = Path(out) / split / classes[int(label)] / Path(str(name)).name
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # Carriers name files "<class>/<file>"; the class folder comes from the label either way, and every
+            # image is written as PNG (lossless), whatever its name's suffix was.
+            path = Path(out) / split / classes[int(label)] / Path(str(name)).with_suffix(".png").name
             if not cv2.imwrite(str(path), image):
                 raise DatasetError(f"could not write {path}")
         counts[split] = len(images)

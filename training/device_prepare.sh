@@ -3,8 +3,10 @@
 #   bash training/device_prepare.sh [DATASET]      # DATASET: folder or .npz.xz, default ../shared/data/fer2013_train_validation.npz.xz
 # It writes
 #   gpu/fer2013.pack   the dataset, packed losslessly (python -m training.dataset_pack; about 2 minutes)
-#   gpu/site.tar.xz    Keras and the two packages it needs that the GPU machine lacks (namex, optree), unpacked for
-#                      that machine's Python 3.12, so nothing is installed there
+#   gpu/site-keras-VERSION.tar.xz
+#                      Keras (this venv's version) and the two packages it needs that the GPU machine lacks (namex,
+#                      optree), unpacked for that machine's Python 3.12, so nothing is installed there
+# Delete gpu/fer2013.pack to pack another dataset; a site archive of another Keras version is replaced.
 # and prints what a device call with carry ["gpu"] will send against the tool's 64 MiB limit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,9 @@ if [ ! -f gpu/fer2013.pack ]; then
     "$python" -m training.dataset_pack pack "$dataset" --out gpu/fer2013.pack
 fi
 
-if [ ! -f gpu/site.tar.xz ]; then
+site="gpu/site-keras-$keras_version.tar.xz"
+if [ ! -f "$site" ]; then
+    rm -f gpu/site-keras-*.tar.xz
     tmp="$(mktemp -d)"
     "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_27_x86_64 \
@@ -26,12 +30,14 @@ if [ ! -f gpu/site.tar.xz ]; then
     for wheel in "$tmp"/wheels/*.whl; do
         "$python" -m zipfile -e "$wheel" "$tmp/site"
     done
-    tar -C "$tmp/site" -cJf gpu/site.tar.xz .
+    tar -C "$tmp/site" -cJf "$site" .
     rm -rf "$tmp"
 fi
 
 # What the device tool sends: tracked files, untracked files git does not ignore, and the carried gpu/.
-tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s}')
+# (A file deleted but still in the index does not travel: stat skips it.)
+tree=$(git ls-files -z --cached --others --exclude-standard | { xargs -0 stat -c %s 2>/dev/null || true; } \
+    | awk '{s+=$1} END {print s+0}')
 carried=$(find gpu -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
 limit=$((64 * 1024 * 1024))
 total=$((tree + carried))

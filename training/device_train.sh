@@ -4,15 +4,21 @@
 # that needs TensorFlow stay on the developer machine; the trained .keras files load on either backend.
 #
 # First, on the developer machine: bash training/device_prepare.sh (fills the git-ignored gpu/ folder). Then call
-# the device tool with carry ["gpu"], timeout_s at least SECONDS + 120, and a command such as
+# the device tool with carry ["gpu"], timeout_s at least SECONDS + 60, and a command such as
 #   bash training/device_train.sh 'python3 -m fer_batch train "$DATA" --out "$RUNS/r1" --recipe resnet ...' 420
-# The quoted commands run with $DATA (the unpacked dataset folder) and $RUNS (a folder for run outputs) set, for
-# SECONDS (default 420); then they are stopped (every run keeps its last finished epoch) and the results packed,
-# before the device tool's own limit ends the call. Several runs may share the GPU (`cmd1 & cmd2 & wait`).
-# Every run's model.keras, history.csv, metrics.json and train_config.json (checkpoints left out) come back as
-# $OUT/runs.tar.part-NN, 15 MiB parts: the tool returns at most 8 files and 64 MiB, so at most three resnet runs
-# (20 MB each) a call. Join them here with
+# The quoted commands run with $DATA (the unpacked dataset folder) and $RUNS (a folder for run outputs) set, until
+# SECONDS (default 420) after this script started; then they are stopped (every run keeps its best and its last
+# finished epoch) and the results packed, before the device tool's own limit ends the call. Several runs may share
+# the GPU (`cmd1 & cmd2 & wait`). Size --epochs to the budget: a run stopped early keeps a learning-rate schedule
+# sized for all its epochs.
+# What comes back, as $OUT/runs.tar.part-NN (15 MiB parts; the tool returns at most 8 files and 64 MiB, so at most
+# three resnet runs, 20 MB each, a call): every .keras model under $RUNS (a run's model.keras, a reproduce plan's
+# ensembles), history.csv, train_config.json and, for finished runs, metrics.json. Checkpoints stay behind unless
+# DEVICE_TRAIN_CHECKPOINTS=1 (about 40 MB each for a resnet, with its optimizer state), which lets a later call or
+# this machine --resume. Join the parts here with
 #   cat runs.tar.part-* | tar -x
+# The exit status is 0 when the commands ended well or at the budget (the normal case) and every run folder holds
+# at least one finished epoch, else 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 began=$(date +%s)
@@ -24,8 +30,9 @@ if [ $# -lt 1 ] || [ $# -gt 2 ]; then
 fi
 budget="${2:-420}"
 if ! python3 -c "import keras" 2>/dev/null; then
-    [ -f gpu/site.tar.xz ] || { echo "device_train: no Keras here and no gpu/site.tar.xz (device_prepare.sh)" >&2; exit 2; }
-    mkdir -p /tmp/fer_site && tar -xJf gpu/site.tar.xz -C /tmp/fer_site
+    site=$(ls gpu/site-keras-*.tar.xz 2>/dev/null | head -n 1)
+    [ -n "$site" ] || { echo "device_train: no Keras here and no gpu/site-keras-*.tar.xz (device_prepare.sh)" >&2; exit 2; }
+    mkdir -p /tmp/fer_site && tar -xJf "$site" -C /tmp/fer_site
     export PYTHONPATH="/tmp/fer_site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -40,16 +47,41 @@ if [ ! -d "$DATA/train" ]; then
 fi
 say "dataset ready in $DATA"
 
+left=$(( budget - ($(date +%s) - began) ))
+if [ "$left" -lt 10 ]; then
+    echo "device_train: the set-up took $(( $(date +%s) - began )) of the $budget s budget" >&2
+    exit 2
+fi
 status=0
 # timeout signals the whole process group, so runs started in the background stop too.
-timeout -k 20 "$budget" bash -c "$1" || status=$?
-say "commands ended with status $status (124: stopped after $budget s)"
+timeout -k 20 "$left" bash -c "$1" || status=$?
+failed=0
+case "$status" in
+    0) say "commands finished" ;;
+    124|137) say "commands stopped at the budget ($budget s)" ;;
+    *) say "commands ended with status $status"; failed=1 ;;
+esac
+for run in "$RUNS"/*/; do
+    [ -d "$run" ] || continue
+    if [ -s "$run/history.csv" ]; then
+        say "$(basename "$run"): $(( $(wc -l < "$run/history.csv") - 1 )) epoch(s) finished"
+    else
+        say "$(basename "$run"): no epoch finished"
+        failed=1
+    fi
+done
 
 out="${OUT:-/tmp/fer_out}"
 mkdir -p "$out"
-(cd "$RUNS" && find . -maxdepth 2 \( -name model.keras -o -name history.csv -o -name metrics.json \
-    -o -name train_config.json \) -print0 | tar --null -T - -cf "$out/runs.tar")
+keep=(-name '*.keras' -o -name history.csv -o -name metrics.json -o -name train_config.json)
+if [ "${DEVICE_TRAIN_CHECKPOINTS:-0}" = 1 ]; then
+    skip=(-false)
+else
+    skip=(-name checkpoints -prune)
+fi
+(cd "$RUNS" && find . \( "${skip[@]}" \) -o -type f \( "${keep[@]}" -o -path '*/checkpoints/*' \) -print0 \
+    | tar --null -T - -cf "$out/runs.tar")
 split -b 15M -d "$out/runs.tar" "$out/runs.tar.part-" && rm "$out/runs.tar"
 ls -l "$out"
 say "done"
-exit "$status"
+exit "$failed"

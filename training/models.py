@@ -193,10 +193,11 @@ def logits_model(model: keras.Model) -> tuple[keras.Model, bool]:
 
 
 class RandomPadCrop(layers.Layer):
-    """Zero-pad by ``padding`` pixels, then crop back to the input size at a random offset per image.
+    """Zero-pad by ``padding`` pixels, then crop back to the input size at a random offset.
 
-    What ``ZeroPadding2D`` + ``RandomCrop`` do, in ``keras.ops`` alone (a gather at the drawn offsets), so that it
-    also runs inside ``jax.jit``; :func:`build_augmenter` uses it on backends other than TensorFlow.
+    What ``ZeroPadding2D`` + ``RandomCrop`` do (like Keras's ``RandomCrop``, one offset per batch), in
+    ``keras.ops`` alone (a gather at the drawn offset), so that it also runs inside ``jax.jit``;
+    :func:`build_augmenter` uses it on backends other than TensorFlow.
     """
 
     def __init__(self, padding: int, seed: int | None = None, **kwargs: Any) -> None:
@@ -209,10 +210,10 @@ class RandomPadCrop(layers.Layer):
         if not training:
             return images
         ops, pad = keras.ops, self.padding
-        batch, height, width = ops.shape(images)[0], ops.shape(images)[1], ops.shape(images)[2]
+        height, width = ops.shape(images)[1], ops.shape(images)[2]
         padded = ops.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-        offsets = keras.random.randint((batch, 2), 0, 2 * pad + 1, seed=self.seed_generator)
-        rows = offsets[:, :1] + ops.arange(height)[None, :]  # (N, H): the padded rows each image keeps
+        offsets = keras.random.randint((1, 2), 0, 2 * pad + 1, seed=self.seed_generator)
+        rows = offsets[:, :1] + ops.arange(height)[None, :]  # (1, H): the padded rows the batch keeps
         cols = offsets[:, 1:] + ops.arange(width)[None, :]
         kept = ops.take_along_axis(padded, rows[:, :, None, None], axis=1)
         return ops.take_along_axis(kept, cols[:, None, :, None], axis=2)

@@ -327,7 +327,7 @@ def iter_epochs(
             epochs=epoch + 1,
             class_weight=weights,
             callbacks=list(callbacks),
-            shuffle=False,  # tf.data already reshuffles every epoch
+            shuffle=False,  # epoch_batches already shuffles, seeded by the epoch
             verbose=0,
         )
         seconds = time.perf_counter() - began
