@@ -237,14 +237,18 @@ def test_array_batches_feed_what_the_tf_pipeline_feeds(dataset: Path) -> None:
     assert augmented[0][0].shape == (8, 48, 48, 1) and not np.array_equal(augmented[0][0], shuffled[0][0])
 
 
-# `fer-batch ARGS` with TensorFlow hidden, as on the lent GPU machine, which has none.
-_WITHOUT_TENSORFLOW = """
-import runpy, sys
+# TensorFlow hidden, as on the lent GPU machine, which has none.
+_HIDE_TENSORFLOW = """
+import sys
 class NoTensorFlow:
     def find_spec(self, name, path=None, target=None):
         if name == "tensorflow" or name.startswith("tensorflow."):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, NoTensorFlow())
+"""
+# `fer-batch ARGS`
+_RUN_CLI = """
+import runpy
 sys.argv = ["fer-batch", *sys.argv[1:]]
 try:
     runpy.run_module("fer_batch", run_name="__main__", alter_sys=True)
@@ -253,15 +257,20 @@ finally:
 """
 
 
+def _run_on_jax_without_tensorflow(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run Python ``code`` with ARGS in a fresh process on Keras's JAX backend, TensorFlow hidden."""
+    pytest.importorskip("jax", reason="JAX is not installed (it comes with the test extras)")
+    return subprocess.run([sys.executable, "-c", _HIDE_TENSORFLOW + code, *args], check=False, capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "KERAS_BACKEND": "jax"})
+
+
 def test_training_runs_on_the_jax_backend_without_tensorflow(dataset: Path, tmp_path: Path) -> None:
     """The path training/device_train.sh takes on a GPU machine without TensorFlow: Keras on JAX."""
-    pytest.importorskip("jax", reason="JAX is not installed (it comes with the test extras)")
     out = tmp_path / "jax-run"
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    args = [sys.executable, "-c", _WITHOUT_TENSORFLOW, "train", str(dataset), "--out", str(out), "--recipe", "compact",
-            "--epochs", "2", "--batch-size", "8", "--crop-padding", "2", "--random-erasing", "0.3",
-            "--mixed-precision", "--name", "jax-unit"]
-    done = subprocess.run(args, check=False, env=env, capture_output=True, text=True, timeout=300)
+    done = _run_on_jax_without_tensorflow(_RUN_CLI, "train", str(dataset), "--out", str(out), "--recipe", "compact",
+                                          "--epochs", "2", "--batch-size", "8", "--crop-padding", "2",
+                                          "--random-erasing", "0.3", "--mixed-precision", "--name", "jax-unit")
     assert done.returncode == 0, done.stderr[-2000:]
     assert list(pd.read_csv(out / "history.csv")["epoch"]) == [1, 2]
     assert json.loads((out / "metrics.json").read_text())["count"] == 28
@@ -294,8 +303,5 @@ print("ok")
 
 
 def test_jax_augmentation_is_compiled_and_draws_what_the_layers_draw() -> None:
-    pytest.importorskip("jax", reason="JAX is not installed (it comes with the test extras)")
-    done = subprocess.run([sys.executable, "-c", _JAX_AUGMENTATION_CHECK], check=False, capture_output=True,
-                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
-                          env={**os.environ, "KERAS_BACKEND": "jax"})
+    done = _run_on_jax_without_tensorflow(_JAX_AUGMENTATION_CHECK)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

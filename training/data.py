@@ -9,6 +9,7 @@ through ``tf.data`` on Keras's TensorFlow backend (the default) and through a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -181,12 +182,9 @@ def array_batches(data: ImageSet, batch_size: int, *, training: bool, augmenter:
     return _array_batches_class()(data, batch_size, training=training, augmenter=augmenter, seed=seed)
 
 
-_ARRAY_BATCHES: list[type] = []  # the PyDataset subclass, defined on first use so importing this module skips Keras
-
-
+@functools.cache
 def _array_batches_class() -> type:
-    if _ARRAY_BATCHES:
-        return _ARRAY_BATCHES[0]
+    """The PyDataset subclass behind :func:`array_batches`, defined on first use so importing this module skips Keras."""
     import keras  # noqa: PLC0415
 
     class _ArrayBatches(keras.utils.PyDataset):
@@ -212,7 +210,6 @@ def _array_batches_class() -> type:
                 x = self._augmenter(x)
             return x, self._targets[rows]
 
-    _ARRAY_BATCHES.append(_ArrayBatches)
     return _ArrayBatches
 
 

@@ -151,6 +151,17 @@ def _run_stage(dataset: Path, paths: dict[str, Path], stage: Stage, seed: int) -
         r.metrics.get("val_accuracy", 0.0), r.seconds)).model_path
 
 
+def plan_stages(plan: str, until: str | None = None) -> tuple[Stage, ...]:
+    """The stages of ``plan``, or those up to and including ``until``; ``KeyError`` names the ones there are."""
+    stages = PLANS[plan]
+    if until is None:
+        return stages
+    names = [stage.name for stage in stages]
+    if until not in names:
+        raise KeyError(f"plan {plan!r} has no stage {until!r}; its stages: {', '.join(names)}")
+    return stages[: names.index(until) + 1]
+
+
 def reproduce(plan: str, dataset: Path, root: Path, *, seed: int = 1337, until: str | None = None,
               run_stage: Callable[[Path, dict[str, Path], Stage, int], Path] = _run_stage) -> Path:
     """Run every unfinished stage of ``plan`` in order, or those up to and including ``until``; returns the
@@ -159,12 +170,7 @@ def reproduce(plan: str, dataset: Path, root: Path, *, seed: int = 1337, until: 
     ``until`` stops before the stages that need TensorFlow (quantisation) on a machine without it.
     """
     paths = stage_paths(plan, root)
-    stages = PLANS[plan]
-    if until is not None:
-        names = [stage.name for stage in stages]
-        if until not in names:
-            raise KeyError(f"plan {plan!r} has no stage {until!r}; its stages: {', '.join(names)}")
-        stages = stages[: names.index(until) + 1]
+    stages = plan_stages(plan, until)
     root.mkdir(parents=True, exist_ok=True)
     for stage in stages:
         if _finished(paths[stage.name], stage):
@@ -183,9 +189,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1337, help="for every stage that does not name its own")
     parser.add_argument("--until", metavar="STAGE", help="stop after this stage (e.g. before quantising)")
     args = parser.parse_args(argv)
-    if args.until is not None and args.until not in stage_paths(args.plan, args.out):
-        parser.error(f"plan {args.plan} has no stage {args.until!r}; its stages: "
-                     f"{', '.join(stage.name for stage in PLANS[args.plan])}")
+    try:
+        plan_stages(args.plan, args.until)  # a wrong --until fails before TensorFlow loads
+    except KeyError as exc:
+        parser.error(str(exc.args[0]))
     from fer_batch.runtime import import_backend_quietly  # noqa: PLC0415
 
     import_backend_quietly()
