@@ -31,7 +31,7 @@ import numpy as np
 
 from fer_batch.errors import InputError, UsageError
 from fer_batch.records import FrameResult, Status
-from fer_batch.sources import SourceItem, iter_sources
+from fer_batch.sources import SourceItem, image_kind, iter_sources
 from fer_batch.tracking import IouTracker, Tracker
 
 if TYPE_CHECKING:
@@ -52,11 +52,6 @@ PREFETCH_FRAMES = 2 * DEFAULT_VIDEO_CHUNK  # decoded frames waiting for analysis
 # Scene cuts end all face tracks. Bhattacharyya distance between colour histograms of consecutive sampled
 # frames: 0.37-0.45 at the cuts of the developer clips, at most 0.2 for motion and lighting within a shot.
 SCENE_CUT_DISTANCE = 0.3
-
-# Magic numbers of image formats, so that a photo passed to `video` gets a clear reason. FFmpeg would
-# otherwise open it as a one-frame video. GIF is left out on purpose: an animated GIF is a video.
-_IMAGE_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"),
-                (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
 @dataclass(frozen=True)
@@ -139,15 +134,6 @@ class DecodedFrame:
     image: np.ndarray
 
 
-def _image_kind(head: bytes) -> str | None:
-    for magic, kind in _IMAGE_MAGIC:
-        if head.startswith(magic):
-            return kind
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
-    return None
-
-
 def _quiet_decoder_logs() -> None:
     # FFmpeg prints every damaged packet to stderr; fer-batch counts them and reports once instead.
     # setdefault: a user debugging a file can still set OPENCV_FFMPEG_LOGLEVEL themselves.
@@ -175,7 +161,7 @@ class VideoReader:
             raise InputError(f"cannot read file: {exc.strerror or exc}") from exc
         if not head:
             raise InputError("empty file (0 bytes): a zero-length video")
-        kind = _image_kind(head)
+        kind = image_kind(head)  # FFmpeg would open a photo as a one-frame video
         if kind:
             raise InputError(f"this is a {kind} image, not a video (use `fer-batch images` for photos)")
         _quiet_decoder_logs()

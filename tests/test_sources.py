@@ -69,6 +69,35 @@ def test_zero_byte_truncated_and_fake_files_raise_input_error(tmp_path: Path) ->
     assert read_image(good).shape == (200, 200, 3)
 
 
+def _with_exif_thumbnail(jpeg: bytes, thumbnail: bytes) -> bytes:
+    """A JPEG with a whole smaller JPEG inside an APP1 segment after its start marker, as cameras write EXIF."""
+    payload = b"Exif\x00\x00" + thumbnail
+    return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+def test_cut_off_files_are_called_truncated_with_their_format(tmp_path: Path) -> None:
+    picture = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", picture)[1].tobytes()
+    camera = _with_exif_thumbnail(jpeg, cv2.imencode(".jpg", picture[::4, ::4])[1].tobytes())
+    whole = tmp_path / "camera.jpg"
+    whole.write_bytes(camera + b"maker notes after the end marker")
+    assert read_image(whole).shape == (120, 160, 3)  # thumbnail and trailing data are no reason to refuse
+    cut = len(camera) - len(jpeg) + 40  # after the thumbnail, before the photo's own image data
+    cases = {
+        "before_scan.jpg": (camera[:cut], "truncated JPEG"),  # the thumbnail's end marker must not fool the check
+        "in_scan.jpg": (camera[: len(camera) - 500], "truncated JPEG"),
+        "cut.png": (cv2.imencode(".png", picture)[1].tobytes()[:3000], "truncated PNG"),
+        "cut.webp": (cv2.imencode(".webp", picture)[1].tobytes()[:500], "truncated WebP"),
+        "cut.bmp": (cv2.imencode(".bmp", picture)[1].tobytes()[:3000], "truncated BMP"),
+        "bad.png": (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40 + b"IEND", "corrupt PNG"),
+    }
+    for name, (data, reason) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(InputError, match=reason):
+            read_image(path)
+
+
 def test_gray_alpha_and_16_bit_images_become_bgr8(tmp_path: Path) -> None:
     gray = _touch_image(tmp_path / "gray.png", (20, 30))
     rgba = tmp_path / "rgba.png"
