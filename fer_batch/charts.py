@@ -4,7 +4,8 @@ Each panel shows the class probabilities of one track against video time in
 seconds, with the same colour for a class in every panel and every chart. The
 longest tracks come first, up to ``max_tracks`` panels (:data:`MAX_TRACKS`).
 Optional smoothing is a centred moving average over a window in seconds;
-lines break where a track was not seen, rather than bridging the gap.
+lines break where a track was not seen for a few sampling intervals, rather
+than bridging the gap with a straight line that shows data nobody measured.
 
 Matplotlib is imported when a chart is drawn, so importing this module (for
 the colours) is cheap.
@@ -23,7 +24,11 @@ MAX_TRACKS = 6  # panels per chart; more would be too small to read, and later t
 PANEL_HEIGHT_IN = 1.9  # inches per track panel
 CHART_WIDTH_IN = 11.0
 DPI = 110
-MIN_GAP_S = 1.0  # a pause in a track longer than this (and than 3 sampling steps) breaks its lines
+# A track unseen for longer than GAP_STEPS sampling intervals (two or more missed samples in a row) breaks its
+# lines there; one missed detection does not. MIN_GAP_S keeps detector flicker at high frame rates (--every 1)
+# from cutting a line into pieces.
+GAP_STEPS = 2.5
+MIN_GAP_S = 0.3
 
 # One colour per class, chosen to match the mood and to stay apart from each other (and for annotations).
 CLASS_COLORS: dict[str, str] = {
@@ -60,20 +65,37 @@ def smooth(times: np.ndarray, values: np.ndarray, window_s: float) -> np.ndarray
     return out.reshape(values.shape)
 
 
-def _gap_limit(times: np.ndarray) -> float:
-    steps = np.diff(times)
-    typical = float(np.median(steps)) if steps.size else 0.0
-    return max(MIN_GAP_S, 3 * typical)
+def sampling_interval(video: VideoTracks) -> float | None:
+    """The mean time between the video's analysed frames, in seconds (None for fewer than two frames).
+
+    Taken over the whole video rather than one track: a face seen only now and then would otherwise set its own,
+    longer, interval and hide its gaps.
+    """
+    if video.frames < 2 or video.start_s is None or video.end_s is None or video.end_s <= video.start_s:
+        return None
+    return (video.end_s - video.start_s) / (video.frames - 1)
 
 
-def _with_breaks(times: np.ndarray, values: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
-    """Insert a NaN row after each gap longer than ``limit`` so the plotted line breaks there."""
-    gaps = np.nonzero(np.diff(times) > limit)[0]
+def break_gaps(times: np.ndarray, values: np.ndarray, interval: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Insert a NaN row into each gap longer than ``GAP_STEPS`` sampling intervals, so the plotted line breaks.
+
+    ``values`` has shape (N,) or (N, K). ``interval=None`` falls back to the median step of ``times``.
+    """
+    if interval is None:
+        steps = np.diff(times)
+        interval = float(np.median(steps)) if steps.size else 0.0
+    gaps = np.nonzero(np.diff(times) > max(MIN_GAP_S, GAP_STEPS * interval))[0]
     if gaps.size == 0:
         return times, values
-    times = np.insert(times, gaps + 1, np.nan)
-    values = np.insert(values, gaps + 1, np.nan, axis=0)
-    return times, values
+    return np.insert(times, gaps + 1, np.nan), np.insert(values, gaps + 1, np.nan, axis=0)
+
+
+def _isolated(values: np.ndarray) -> np.ndarray:
+    """Rows with a NaN row (or the end) on both sides: a line through them would draw nothing."""
+    present = ~np.isnan(values)
+    before = np.concatenate([[False], present[:-1]])
+    after = np.concatenate([present[1:], [False]])
+    return present & ~before & ~after
 
 
 def _panel_title(series: TrackSeries, class_names: Sequence[str]) -> str:
@@ -108,13 +130,17 @@ def plot_video(video: VideoTracks, path: str | Path, *, smooth_s: float = 0.0, m
     if smooth_s > 0:
         heading += f"; smoothed over {smooth_s:g} s"
 
+    interval = sampling_interval(video)
     for ax, series in zip(axes, shown):
         times, probs = series.as_arrays()
         probs = smooth(times, probs, smooth_s)
-        t, p = _with_breaks(times, probs, _gap_limit(times))
+        t, p = break_gaps(times, probs, interval)
         few = series.frames <= 12  # a short track is dots, not a line nobody can see
+        alone = _isolated(p[:, 0])  # a sample between two gaps: drawn as a dot, or it would not show
         for k, name in enumerate(names):
             ax.plot(t, p[:, k], color=colors[name], linewidth=1.6, marker="o" if few else None, markersize=3)
+            if alone.any() and not few:
+                ax.plot(t[alone], p[alone, k], color=colors[name], linestyle="none", marker="o", markersize=3)
         ax.axvspan(series.first_s, series.last_s, color="#000000", alpha=0.04, linewidth=0)
         ax.set_title(_panel_title(series, names), fontsize=10, loc="left")
         ax.set_ylim(-0.02, 1.02)

@@ -8,7 +8,17 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_batch.charts import CHART_WIDTH_IN, DPI, MAX_TRACKS, PANEL_HEIGHT_IN, class_colors, plot_video, smooth
+from fer_batch.charts import (
+    CHART_WIDTH_IN,
+    DPI,
+    MAX_TRACKS,
+    PANEL_HEIGHT_IN,
+    break_gaps,
+    class_colors,
+    plot_video,
+    sampling_interval,
+    smooth,
+)
 from fer_batch.model_file import EMOTIONS
 from fer_batch.summary import TrackSeries, VideoTracks
 
@@ -71,3 +81,23 @@ def test_each_emotion_has_its_own_fixed_colour() -> None:
     assert colours["angry"] == class_colors(["happy", "angry"])["angry"]  # same colour whatever the model
     custom = class_colors(["pos", "neg", "neutral"])
     assert len(set(custom.values())) == 3 and custom["neutral"] == colours["neutral"]
+
+
+def test_lines_break_where_a_track_was_not_seen(tmp_path: Path) -> None:
+    # Sampled at 5 frames/s; the face is missed once at 0.6 s, then for 0.8 s after 1.0 s.
+    times = np.array([0.0, 0.2, 0.4, 0.8, 1.0, 1.8, 2.0, 2.2])
+    probs = np.full((len(times), len(EMOTIONS)), 1 / 7)
+    t, p = break_gaps(times, probs, 0.2)
+    assert np.isnan(t).sum() == 1 and np.isnan(t[5]) and np.isnan(p[5]).all()  # one break, at the long gap only
+    assert np.array_equal(t[~np.isnan(t)], times) and p.shape == (len(times) + 1, len(EMOTIONS))
+    assert np.isnan(break_gaps(times, probs[:, 0], 0.2)[1]).sum() == 1  # one column works the same
+    steady = np.arange(0, 2, 0.04)  # every frame of a 25 fps video: no gap, no break
+    assert not np.isnan(break_gaps(steady, steady, 0.04)[0]).any()
+    # The interval is the video's, not the track's: a face seen on every other frame keeps one line.
+    video = VideoTracks("clip.mp4", EMOTIONS, frames=12, start_s=0.0, end_s=2.2)
+    video.tracks[1] = TrackSeries(1, list(times), probs.tolist())
+    assert sampling_interval(video) == pytest.approx(0.2)
+    every_other = np.arange(0.0, 2.2, 0.4)
+    assert not np.isnan(break_gaps(every_other, every_other, sampling_interval(video))[0]).any()
+    assert sampling_interval(VideoTracks("one.mp4", EMOTIONS, frames=1, start_s=0.0, end_s=0.0)) is None
+    assert plot_video(video, tmp_path / "gap.png").stat().st_size > 10_000
