@@ -11,6 +11,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+
+def _integer_epochs(ax: plt.Axes, epochs: pd.Series) -> None:
+    """Ticks at whole epochs only: matplotlib's default puts a 5-epoch run's ticks at 1.5, 2.5..."""
+    if epochs.empty:
+        return
+    first, last = int(epochs.min()), int(epochs.max())
+    if last - first < 10:
+        ax.set_xticks(range(first, last + 1))  # a short run: one tick per epoch
+        if first == last:
+            ax.set_xlim(first - 1, last + 1)  # one point: the default range is a fraction of an epoch wide
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_history(history: pd.DataFrame, path: Path, title: str = "Training") -> Path:
@@ -22,6 +36,7 @@ def plot_history(history: pd.DataFrame, path: Path, title: str = "Training") -> 
         if f"val_{metric}" in history:
             ax.plot(history["epoch"], history[f"val_{metric}"], label="validation", marker=".")
         ax.set_xlabel("epoch")
+        _integer_epochs(ax, history["epoch"])
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -44,14 +59,16 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
     im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(n), class_names, rotation=45, ha="right")
     ax.set_yticks(range(n), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
     for i in range(n):
         for j in range(n):
             colour = "white" if norm[i, j] > 0.5 else "black"
             ax.text(j, i, f"{norm[i, j]:.2f}\n{int(counts[i, j])}", ha="center", va="center", fontsize=8, color=colour)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
     ax.set_title(title)
-    fig.savefig(path, dpi=100)
+    # bbox_inches="tight": constrained layout sizes the square image first and left the y label cut off at the
+    # figure's left edge; the tight box grows the saved canvas to hold every label.
+    fig.savefig(path, dpi=100, bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)
     return path
