@@ -13,6 +13,7 @@ from typing import Annotated, TextIO
 
 import typer
 
+from fer_batch import __version__
 from fer_batch.classify import DEFAULT_BATCH_SIZE, Precision
 from fer_batch.detect import DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLD, DetectorName
 from fer_batch.errors import ExitCode, FerBatchError
@@ -26,6 +27,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help, not rich's panels: rich cuts option names to fit (`--no-class-wei…`) in terminals
+    # and pipes of 80 columns, while Click wraps the descriptions and keeps every name whole.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},  # Click's default is 80 even in a wide terminal
 )
 log = logging.getLogger("fer_batch")
 
@@ -46,8 +51,17 @@ SaveCropsOption = Annotated[Path | None, typer.Option(
     help="Write every face crop as a PNG into this folder.", file_okay=False)]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fer-batch {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
     """Facial expression recognition for photo folders and video, in batches."""
 
 
@@ -80,7 +94,7 @@ def _show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-@app.command()
+@app.command(short_help="Faces and their expressions in images: one row per face.")
 def images(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or - for paths "
                                                      "on stdin, one per line.")],
@@ -173,7 +187,7 @@ class _TimeProgress:
             bar.update(result.time_s - bar.n)
 
 
-@app.command()
+@app.command(short_help="Faces, expressions and face tracks over time in videos.")
 def video(
     inputs: Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively for video "
                                                      "suffixes) or - for paths on stdin, one per line.")],
@@ -237,7 +251,7 @@ def video(
     raise typer.Exit(int(code))
 
 
-@app.command()
+@app.command(short_help="Train an expression classifier on a folder dataset.")
 def train(
     dataset: Annotated[Path, typer.Argument(help="Folder with train/<class>/ and validation/<class>/ images.",
                                             exists=True, file_okay=False)],
@@ -318,7 +332,7 @@ def train(
     log.info("best epoch %d; model written to %s", result.best_epoch, result.model_path)
 
 
-@app.command()
+@app.command(short_help="Score a model on labelled face crops.")
 def evaluate(
     data: Annotated[Path, typer.Argument(help="Folder of labelled face crops: DIR/<class>/*.png.",
                                          exists=True, file_okay=False)],
@@ -341,7 +355,7 @@ def evaluate(
     log.info("report written to %s and %s", result.metrics_path, result.confusion_path)
 
 
-@app.command()
+@app.command(short_help="Add an int8 network to a model and measure what it costs.")
 def quantize(
     model: Annotated[str, typer.Argument(help="The model to quantise: fast, a .keras file or a training output "
                                               "folder (not accurate, which holds int8 only).")],
@@ -382,4 +396,4 @@ def quantize(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(prog_name="fer-batch")  # also under `python -m fer_batch`, so usage lines match the README

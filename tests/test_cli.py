@@ -8,9 +8,15 @@ import json
 import os
 import subprocess
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .conftest import SAMPLE_MEDIA, fer_batch_command, interrupt_when
+import pytest
+
+import fer_batch as package
+from fer_batch.cli import app
+
+from .conftest import REPO, SAMPLE_MEDIA, fer_batch_command, interrupt_when
 
 
 def fer_batch(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -83,3 +89,39 @@ def test_ctrl_c_leaves_a_valid_json_file(tiny_model_path: Path, tmp_path: Path) 
     data = json.loads(out.read_text())
     assert 3 <= len(data) < 300
     assert "interrupted" in stderr
+
+
+def test_version_option_and_attribute(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert package.__version__ == version("fer-batch")
+    proc = fer_batch("--version")
+    assert proc.returncode == 0 and proc.stdout == f"fer-batch {package.__version__}\n"
+
+    def not_installed(name: str) -> str:
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(package, "version", not_installed)  # a source tree that was never pip-installed
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert f'\nversion = "{package._find_version()}"\n' in pyproject
+
+
+def _option_names() -> dict[str, list[str]]:
+    """Every option name of every command (the root's under ""), from the command-line definition itself."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    commands = {"": group, **group.commands}  # type: ignore[attr-defined]
+    return {name: [opt for param in command.params for opt in (*param.opts, *param.secondary_opts)
+                   if opt.startswith("-")] for name, command in commands.items()}
+
+
+def test_help_at_80_columns_shows_every_option_name_whole() -> None:
+    for command, names in _option_names().items():
+        proc = subprocess.run([*fer_batch_command(), *([command] if command else []), "--help"], capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "COLUMNS": "80"}, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert "…" not in proc.stdout, command
+        lines = proc.stdout.splitlines()
+        assert not [line for line in lines[1:] if line.endswith("...")], command  # Click's cut command summaries
+        assert max(map(len, proc.stdout.splitlines())) <= 80, command
+        words = set(proc.stdout.replace(",", " ").replace("/", " ").split())
+        assert set(names) <= words, (command, set(names) - words)
