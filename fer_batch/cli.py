@@ -7,9 +7,11 @@ codes here (see :class:`fer_batch.errors.ExitCode`).
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
@@ -17,9 +19,13 @@ from fer_batch import __version__
 from fer_batch.classify import DEFAULT_BATCH_SIZE, Precision
 from fer_batch.detect import DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLD, DetectorName
 from fer_batch.errors import ExitCode, FerBatchError
-from fer_batch.models import DEFAULT_MODEL
-from fer_batch.records import Status
+from fer_batch.models import DEFAULT_MODEL, resolve_model
+from fer_batch.records import FrameResult, Status
+from fer_batch.sources import IMAGE_SUFFIXES, SourceItem
 from fer_batch.writers import OutputFormat, format_for_path, get_writer
+
+if TYPE_CHECKING:
+    from training.train import TrainConfig
 
 app = typer.Typer(
     name="fer-batch",
@@ -66,15 +72,59 @@ def _root(
 
 
 def _setup_logging(quiet: bool, verbose: bool = False) -> None:
-    from fer_batch.runtime import import_backend_quietly  # noqa: PLC0415
-
-    import_backend_quietly()  # every command but --help needs it; load it before any output
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("fer-batch: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+
+
+def _load_backend() -> None:
+    """Import TensorFlow, with its start-up noise silenced, before the first output.
+
+    Called once the options have been checked: a mistake that needs no model is
+    reported at once, not after the seconds TensorFlow takes to load.
+    """
+    from fer_batch.runtime import import_backend_quietly  # noqa: PLC0415
+
+    import_backend_quietly()
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user set option ``name`` (on the command line or through the environment)."""
+    source = ctx.get_parameter_source(name)  # by name: Typer's Click is private to it (typer._click)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _warn_detector_options(ctx: typer.Context, detector: DetectorName) -> None:
+    if detector is DetectorName.HAAR and _given(ctx, "threshold"):
+        log.warning("--threshold does nothing with --detector haar (the cascade gives no confidence); ignored")
+
+
+def _unopenable(items: Iterable[SourceItem]) -> Iterator[FrameResult]:
+    """Error records, as the pipeline writes them, for inputs that cannot be opened (missing paths, empty folders).
+
+    For a run in which no input can be opened: it then ends at once, without loading the model.
+    """
+    for item in items:
+        reason = item.error or "cannot open"
+        log.warning("%s: %s", item.source, reason)
+        yield FrameResult(source=item.source, status=Status.ERROR, error=reason)
+
+
+def _model_class_names(model_path: Path) -> tuple[str, ...]:
+    """The model's class names from its metadata alone (no TensorFlow): the output's columns."""
+    from fer_batch.model_file import read_info  # noqa: PLC0415
+
+    return tuple(read_info(model_path).class_names)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit cannot fail on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _fail(exc: FerBatchError) -> typer.Exit:
@@ -96,6 +146,7 @@ def _show_progress(quiet: bool) -> bool:
 
 @app.command(short_help="Faces and their expressions in images: one row per face.")
 def images(
+    ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or - for paths "
                                                      "on stdin, one per line.")],
     out: OutOption = "-",
@@ -111,20 +162,28 @@ def images(
 ) -> None:
     """Detect faces in images and classify their expressions: one row per face."""
     _setup_logging(quiet)
-    from fer_batch.pipeline import Analyzer  # noqa: PLC0415 - loads TensorFlow
     from fer_batch.sources import iter_sources  # noqa: PLC0415
 
-    try:
-        output_format = format_for_path(out, fmt)
-        analyzer = Analyzer(model, detector.value, min_face_size=min_face_size, threshold=threshold,
-                            batch_size=batch_size, save_crops=save_crops, precision=precision.value)
-    except FerBatchError as exc:
-        raise _fail(exc) from None
     items = iter_sources(inputs)
     progress = _show_progress(quiet)
-    if progress and "-" not in inputs:
+    if "-" not in inputs:
         items = list(items)  # a known total for the progress bar; folder listings are cheap
-    summary = _run_and_write(analyzer.analyze_items(items), out, output_format, analyzer.class_names,
+    try:  # everything that needs no model is checked before TensorFlow loads
+        output_format = format_for_path(out, fmt)
+        model_path = resolve_model(model)
+        _warn_detector_options(ctx, detector)
+        if isinstance(items, list) and not any(item.path for item in items):
+            results, class_names = _unopenable(items), _model_class_names(model_path)
+        else:
+            _load_backend()
+            from fer_batch.pipeline import Analyzer  # noqa: PLC0415 - loads TensorFlow
+
+            analyzer = Analyzer(model_path, detector.value, min_face_size=min_face_size, threshold=threshold,
+                                batch_size=batch_size, save_crops=save_crops, precision=precision.value)
+            results, class_names = analyzer.analyze_items(items), analyzer.class_names
+    except FerBatchError as exc:
+        raise _fail(exc) from None
+    summary = _run_and_write(results, out, output_format, class_names,
                              progress=progress, total=len(items) if isinstance(items, list) else None, unit="img")
     raise typer.Exit(int(summary))
 
@@ -134,7 +193,9 @@ def _run_and_write(results, out: str, output_format: OutputFormat, class_names, 
                    noun: str = "input(s)") -> ExitCode:
     """Stream results into the writer; on Ctrl-C close the writer so the file stays valid.
 
-    ``advance(bar, result)`` moves the progress bar for one result (default: one step per result).
+    ``advance(bar, result)`` moves the progress bar for one result (default: one step per result); when the
+    results end, ``advance.finish(bar)`` runs if it exists. A reader that closes the pipe on stdout (``| head``)
+    ends the run quietly with :attr:`ExitCode.BROKEN_PIPE`, as ``cat`` and ``grep`` end.
     """
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -143,7 +204,7 @@ def _run_and_write(results, out: str, output_format: OutputFormat, class_names, 
     stream = _open_output(out)
     writer = get_writer(output_format, stream, class_names, video=video)
     bar = tqdm(total=total, unit=unit, disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    interrupted = False
+    interrupted = broken_pipe = False
     try:
         for result in results:
             writer.write(result)
@@ -153,13 +214,23 @@ def _run_and_write(results, out: str, output_format: OutputFormat, class_names, 
                 bar.update(1)
             else:
                 advance(bar, result)
+        if hasattr(advance, "finish"):
+            advance.finish(bar)  # type: ignore[union-attr]
     except KeyboardInterrupt:
         interrupted = True
+    except BrokenPipeError:
+        broken_pipe = True
     finally:
         bar.close()
-        writer.close()
+        try:
+            writer.close()
+        except BrokenPipeError:
+            broken_pipe = True
         if stream is not sys.stdout:
             stream.close()
+    if broken_pipe:
+        _discard_stdout()
+        return ExitCode.BROKEN_PIPE  # nobody reads any more: no summary line either
     log.info("%d %s: %d with faces (%d faces), %d without a face, %d unreadable%s",
              sum(counts.values()), noun, counts[Status.OK], faces, counts[Status.NO_FACE], counts[Status.ERROR],
              "" if out == "-" else f"; results in {out}")
@@ -186,9 +257,16 @@ class _TimeProgress:
         if result.time_s is not None and result.time_s > bar.n:
             bar.update(result.time_s - bar.n)
 
+    def finish(self, bar) -> None:  # type: ignore[no-untyped-def]
+        """Fill the bar when the last video is done: its last sampled frame lies up to 1/fps before the end."""
+        if bar.total:
+            bar.n = bar.total
+            bar.refresh()
+
 
 @app.command(short_help="Faces, expressions and face tracks over time in videos.")
 def video(
+    ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively for video "
                                                      "suffixes) or - for paths on stdin, one per line.")],
     out: OutOption = "-",
@@ -201,9 +279,10 @@ def video(
     plot: Annotated[bool, typer.Option("--plot", help="Write an emotion-over-time PNG per video, beside --out "
                                                       "(current folder for stdout).")] = False,
     plot_path: Annotated[Path | None, typer.Option(help="Chart file (.png) or folder; implies --plot.")] = None,
-    smooth: Annotated[float, typer.Option(min=0.0, help="Smooth chart lines over this many seconds (0: off).")] = 0.0,
+    smooth: Annotated[float, typer.Option(min=0.0, help="Smooth the chart lines over this many seconds (0: off); "
+                                                        "charts only, not the rows or --annotate.")] = 0.0,
     summary_path: Annotated[Path | None, typer.Option("--summary", help="Write per-track summaries here "
-                                                      "(.csv or .json).")] = None,
+                                                      "(.csv or .json) and print a short table of them.")] = None,
     annotate: Annotated[Path | None, typer.Option(help="Write a copy of the video with boxes, track IDs and "
                                                        "expressions to this .mp4 (one per video).",
                                                   dir_okay=False)] = None,
@@ -219,7 +298,6 @@ def video(
 ) -> None:
     """Faces and expressions over time in videos: one row per face per analysed frame, with a track ID."""
     _setup_logging(quiet)
-    from fer_batch.pipeline import Analyzer  # noqa: PLC0415 - loads TensorFlow
     from fer_batch.sources import iter_sources  # noqa: PLC0415
     from fer_batch.video import VIDEO_SUFFIXES, Sampling, VideoAnalyzer  # noqa: PLC0415
     from fer_batch.video_outputs import VideoOutputs  # noqa: PLC0415
@@ -228,24 +306,34 @@ def video(
     items = iter_sources(inputs, suffixes=VIDEO_SUFFIXES)
     if not stdin:
         items = list(items)  # names the per-video charts and copies; folder listings are cheap
-    try:
+    try:  # everything that needs no model is checked before TensorFlow loads
         output_format = format_for_path(out, fmt)
         sampling = Sampling.from_options(fps, every)
         chart = plot_path if plot_path is not None else VideoOutputs.default_plot_path(out) if plot else None
         outputs = VideoOutputs(plot=chart, smooth_s=smooth, annotate=annotate, summary=summary_path,
                                sources=None if stdin else [item.source for item in items])  # type: ignore[union-attr]
-        analyzer = Analyzer(model, detector.value, min_face_size=min_face_size, threshold=threshold,
-                            batch_size=batch_size, save_crops=save_crops, precision=precision.value)
+        model_path = resolve_model(model)
+        _warn_detector_options(ctx, detector)
+        if smooth > 0 and chart is None:
+            log.warning("--smooth applies to charts only; without --plot or --plot-path it does nothing")
+        if not stdin and not any(item.path for item in items):  # type: ignore[union-attr]
+            results, class_names = _unopenable(items), _model_class_names(model_path)
+        else:
+            _load_backend()
+            from fer_batch.pipeline import Analyzer  # noqa: PLC0415 - loads TensorFlow
+
+            analyzer = Analyzer(model_path, detector.value, min_face_size=min_face_size, threshold=threshold,
+                                batch_size=batch_size, save_crops=save_crops, precision=precision.value)
+            log.info("sampling: %s", sampling.describe())
+            results, class_names = outputs.run(VideoAnalyzer(analyzer, sampling), items), analyzer.class_names
     except FerBatchError as exc:
         raise _fail(exc) from None
-    log.info("sampling: %s", sampling.describe())
-    results = outputs.run(VideoAnalyzer(analyzer, sampling), items)
-    code = _run_and_write(results, out, output_format, analyzer.class_names, progress=_show_progress(quiet),
+    code = _run_and_write(results, out, output_format, class_names, progress=_show_progress(quiet),
                           total=None, unit="s", video=True, advance=_TimeProgress(), noun="frame(s)")
-    results.close()  # after Ctrl-C: finishes the chart of the video that was cut short
+    results.close()  # after Ctrl-C or a closed pipe: finishes the chart of the video that was cut short
     table = outputs.finish()
-    if not quiet:
-        typer.echo(table, err=True)
+    if summary_path is not None and not quiet and code != ExitCode.BROKEN_PIPE:
+        typer.echo(table, err=True)  # the summaries were asked for; a run without --summary ends on one log line
     if outputs.failures and code == ExitCode.OK:
         code = ExitCode.INPUT_ERRORS
     raise typer.Exit(int(code))
@@ -253,6 +341,7 @@ def video(
 
 @app.command(short_help="Train an expression classifier on a folder dataset.")
 def train(
+    ctx: typer.Context,
     dataset: Annotated[Path, typer.Argument(help="Folder with train/<class>/ and validation/<class>/ images.",
                                             exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (model.keras, history, charts).")] = Path(
@@ -302,7 +391,7 @@ def train(
     """Train an expression classifier; the output folder can be passed to --model."""
     _setup_logging(quiet)
     from training.metrics import format_report  # noqa: PLC0415
-    from training.train import TrainConfig, run_training  # noqa: PLC0415
+    from training.train import TrainConfig, check_options, run_training  # noqa: PLC0415
 
     config = TrainConfig(dataset=dataset, out=out, recipe=recipe, epochs=epochs, batch_size=batch_size,
                          learning_rate=learning_rate, schedule=schedule, optimizer=optimizer,
@@ -313,6 +402,15 @@ def train(
                          drop_non_faces=drop_non_faces, teachers=tuple(Path(t) for t in teacher or ()),
                          teacher_weight=teacher_weight, flip_average=flip_average,
                          mixed_precision=mixed_precision)
+    try:
+        check_options(config)
+    except FerBatchError as exc:
+        raise _fail(exc) from None
+    plan = _training_plan(config, resume)
+    if plan:
+        log.info("%s", plan)  # at once: the first epoch can take minutes, and TensorFlow seconds to load
+    _warn_training_options(ctx, config, resume)
+    _load_backend()
 
     def on_epoch(r):  # type: ignore[no-untyped-def]
         m = r.metrics
@@ -327,9 +425,66 @@ def train(
     except KeyboardInterrupt:
         log.warning("interrupted; continue with: fer-batch train %s --out %s --resume", dataset, out)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    if not quiet:
+    if not quiet:  # on stderr: train's product is the model file; the report describes it
+        typer.echo(f"validation report of {result.model_path} (epoch {result.best_epoch}):", err=True)
         typer.echo(format_report(result.report), err=True)
     log.info("best epoch %d; model written to %s", result.best_epoch, result.model_path)
+
+
+def _warn_training_options(ctx: typer.Context, config: TrainConfig, resume: bool) -> None:
+    """One warning for each group of options that do nothing in this run."""
+    if resume:
+        ignored = [f"--{name.replace('_', '-')}" for name in ctx.params
+                   if name not in ("dataset", "out", "resume", "quiet") and _given(ctx, name)]
+        if ignored:
+            log.warning("--resume continues with the options the run was started with; ignored: %s",
+                        ", ".join(ignored))
+        return
+    if not config.augment:
+        ignored = [f"--{name.replace('_', '-')}" for name in ("random_erasing", "crop_padding") if _given(ctx, name)]
+        if ignored:
+            log.warning("%s %s only with --augment; ignored with --no-augment", " and ".join(ignored),
+                        "applies" if len(ignored) == 1 else "apply")
+    if not config.teachers and _given(ctx, "teacher_weight"):
+        log.warning("--teacher-weight does nothing without --teacher; ignored")
+    if config.init_from is not None and _given(ctx, "recipe"):
+        log.warning("--init-from keeps the architecture of the model it starts from; --recipe is ignored")
+
+
+def _count_split(split_dir: Path) -> tuple[int, list[str]]:
+    """Images and class folders of one dataset split, by their names alone (no decoding)."""
+    if not split_dir.is_dir():
+        return 0, []
+    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    images = sum(1 for name in classes for entry in os.scandir(split_dir / name)
+                 if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES)
+    return images, classes
+
+
+def _training_plan(config: TrainConfig, resume: bool) -> str | None:
+    """What ``train`` is about to do, in one line; None when training is about to refuse (it says why)."""
+    from training.data import TRAIN_SPLIT, VALIDATION_SPLIT  # noqa: PLC0415
+    from training.train import config_from_json, load_state  # noqa: PLC0415
+
+    start = ""
+    if resume:
+        state = load_state(config.out)
+        if not state:
+            return None
+        config = config_from_json(state["config"])
+        start = f"resuming the run in {config.out} after epoch {state['epochs_done']}, with its saved options: "
+    train_images, classes = _count_split(Path(config.dataset) / TRAIN_SPLIT)
+    val_images, _ = _count_split(Path(config.dataset) / VALIDATION_SPLIT)
+    if not (train_images and val_images):
+        return None
+    shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+    model = f"fine-tuning {config.init_from}" if config.init_from else f"training recipe {config.recipe}"
+    teachers = (f", distilling from {', '.join(map(str, config.teachers))} (weight {config.teacher_weight:g})"
+                if config.teachers else "")
+    return (f"{start}{model} on {config.dataset}: {train_images:,} training and {val_images:,} validation images, "
+            f"{len(classes)} classes ({shown}); {config.epochs} epochs at batch size {config.batch_size}, "
+            f"{config.optimizer} at {config.learning_rate:g} ({config.schedule}), augmentation "
+            f"{'on' if config.augment else 'off'}{teachers}; writing {config.out}")
 
 
 @app.command(short_help="Score a model on labelled face crops.")
@@ -348,10 +503,15 @@ def evaluate(
     from training.metrics import format_report  # noqa: PLC0415
 
     try:
-        result = evaluate_folder(data, model, out, batch_size=batch_size, precision=precision.value)
+        model_path = resolve_model(model)  # before TensorFlow loads: a wrong name is reported at once
+        _load_backend()
+        result = evaluate_folder(data, model_path, out, batch_size=batch_size, precision=precision.value)
     except FerBatchError as exc:
         raise _fail(exc) from None
-    typer.echo(format_report(result.report))
+    # On stdout: the scores are evaluate's data. The heading says which model (and network) was scored.
+    report = result.report
+    typer.echo(f"model {report['model_name']} ({model_path}, {report['precision']}) on {data}:")
+    typer.echo(format_report(report))
     log.info("report written to %s and %s", result.metrics_path, result.confusion_path)
 
 
@@ -377,11 +537,12 @@ def quantize(
 ) -> None:
     """Add an int8 copy of a model's network (several times faster on a CPU) and measure what it costs."""
     _setup_logging(False)
-    from fer_batch.models import resolve_model  # noqa: PLC0415
     from training.quantize import quantize_model  # noqa: PLC0415
 
     try:
-        result = quantize_model(resolve_model(model), dataset, out, name=name, precision=precision,
+        model_path = resolve_model(model)  # before TensorFlow loads: a wrong name is reported at once
+        _load_backend()
+        result = quantize_model(model_path, dataset, out, name=name, precision=precision,
                                 flip_average=flip_average, calibration_images=calibration_images, seed=seed,
                                 int8_only=int8_only)
     except FerBatchError as exc:
@@ -389,9 +550,9 @@ def quantize(
     log.info("int8 network: %.0f kB, calibrated on %d training images; written to %s (%.1f MB%s)",
              result.int8_bytes / 1024, result.info.training["quantized"]["calibration_images"], result.path,
              result.path.stat().st_size / 1e6, ", int8 only" if int8_only else "")
-    if result.int8_accuracy is not None:
+    if result.int8_accuracy is not None:  # on stderr: quantize's product is the model file
         typer.echo(f"validation accuracy: float32 {result.float32_accuracy:.4f}, int8 {result.int8_accuracy:.4f}; "
-                   f"same class for {result.agreement:.1%} of images")
+                   f"same class for {result.agreement:.1%} of images", err=True)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     MODEL = 3  # the model file is missing or not a fer-batch model
     DATASET = 4  # a training/evaluation dataset folder is unusable
     INTERRUPTED = 130  # Ctrl-C: output written so far is valid
+    BROKEN_PIPE = 141  # stdout closed by its reader (`| head`): 128 + SIGPIPE, what cat and grep give
 
 
 class FerBatchError(Exception):

@@ -157,5 +157,5 @@ def format_table(summaries: Iterable[TrackSummary], max_rows: int = 20) -> str:
         mood = ", ".join(f"{k} {v:.2f}" for k, v in top)
         lines.append(f"{name:<28} {s.track:>5} {s.first_s:>6.1f}s {s.last_s:>6.1f}s {s.frames:>6}  {mood}")
     if len(rows) > max_rows:
-        lines.append(f"... and {len(rows) - max_rows} more track(s); see --summary for all")
+        lines.append(f"... and {len(rows) - max_rows} more track(s); the --summary file lists them all")
     return "\n".join(lines)

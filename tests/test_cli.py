@@ -7,6 +7,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import fer_batch as package
 from fer_batch.cli import app
 
-from .conftest import REPO, SAMPLE_MEDIA, fer_batch_command, interrupt_when
+from .conftest import REPO, SAMPLE_MEDIA, fer_batch_command, interrupt_when, write_drawn_dataset
 
 
 def fer_batch(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -125,3 +126,100 @@ def test_help_at_80_columns_shows_every_option_name_whole() -> None:
         assert max(map(len, proc.stdout.splitlines())) <= 80, command
         words = set(proc.stdout.replace(",", " ").replace("/", " ").split())
         assert set(names) <= words, (command, set(names) - words)
+
+
+def test_closed_stdout_ends_the_run_quietly(tiny_model_path: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(400):  # JSON Lines rows of 400 faces: several times what a pipe buffers
+        (photos / f"p{i:03d}.jpg").symlink_to(SAMPLE_MEDIA / "grace_hopper.jpg")
+    proc = subprocess.Popen([*fer_batch_command(), "images", photos, "--model", tiny_model_path, "--detector",
+                             "haar", "--format", "jsonl"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    head = [proc.stdout.readline() for _ in range(3)]  # what `| head -3` reads before it exits
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, stderr  # the documented code: 128 + SIGPIPE, as cat and grep give
+    assert all(json.loads(line)["status"] == "ok" for line in head)
+    assert stderr == ""  # no traceback, no "Exception ignored", no summary line
+
+
+# `fer-batch ARGS` with TensorFlow made unimportable: any use of it ends the process with a traceback.
+_WITHOUT_TENSORFLOW = """
+import runpy, sys
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoTensorFlow())
+sys.argv = ["fer-batch", *sys.argv[1:]]
+runpy.run_module("fer_batch", run_name="__main__", alter_sys=True)
+"""
+
+
+def fer_batch_without_tensorflow(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _WITHOUT_TENSORFLOW, *map(str, args)], capture_output=True,
+                          text=True, timeout=60, cwd=REPO, env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+                          check=False)
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (("images", SAMPLE_MEDIA, "--out", "results.txt"), 2, "pass --format"),
+    (("images", SAMPLE_MEDIA, "--model", "no-such-model"), 3, "no model 'no-such-model'"),
+    (("video", SAMPLE_MEDIA, "--fps", "0"), 2, "--fps must be a positive number"),
+    (("video", SAMPLE_MEDIA, "--annotate", "copy.avi"), 2, "--annotate must name an .mp4 file"),
+    (("evaluate", SAMPLE_MEDIA, "--model", "no-such-model"), 3, "no model 'no-such-model'"),
+    (("train", SAMPLE_MEDIA, "--optimizer", "rmsprop"), 2, "unknown optimizer 'rmsprop'"),
+])
+def test_mistakes_that_need_no_model_are_reported_before_tensorflow_loads(args: tuple[object, ...], code: int,
+                                                                         message: str) -> None:
+    proc = fer_batch_without_tensorflow(*args)
+    assert proc.returncode == code, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_inputs_that_cannot_be_opened_need_no_model(tmp_path: Path) -> None:
+    proc = fer_batch_without_tensorflow("images", tmp_path / "missing.jpg", tmp_path)
+    assert proc.returncode == 1, proc.stderr  # inputs could not be read: their rows say why
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [(r["status"], r["error"]) for r in rows] == [("error", "no such file or folder"),
+                                                         ("error", rows[1]["error"])]
+    assert "no supported files in folder" in rows[1]["error"] and "angry" in rows[0]  # the model's columns
+    assert "missing.jpg: no such file or folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_options_that_do_nothing_say_so_once(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.jpg"
+    haar = fer_batch_without_tensorflow("images", missing, "--detector", "haar", "--threshold", "0.5")
+    assert haar.stderr.count("--threshold does nothing with --detector haar") == 1, haar.stderr
+    for quiet in (fer_batch_without_tensorflow("images", missing, "--detector", "haar"),
+                  fer_batch_without_tensorflow("images", missing, "--threshold", "0.5"),
+                  fer_batch_without_tensorflow("video", tmp_path / "x.mp4", "--smooth", "1", "--plot")):
+        assert "does nothing" not in quiet.stderr, quiet.stderr
+    smooth = fer_batch_without_tensorflow("video", tmp_path / "x.mp4", "--smooth", "1")
+    assert smooth.stderr.count("--smooth applies to charts only") == 1, smooth.stderr
+
+
+def test_train_says_at_once_what_it_does_and_which_options_it_ignores(tmp_path: Path) -> None:
+    from training.train import STATE_FILE, TrainConfig
+
+    dataset = write_drawn_dataset(tmp_path / "data", per_class=2)
+    (dataset / "validation" / "unknown").mkdir()  # refused once the images are read, after the start message
+    (dataset / "validation" / "unknown" / "0.png").write_bytes((dataset / "validation" / "happy" / "0.png").read_bytes())
+    proc = fer_batch("train", dataset, "--out", tmp_path / "run", "--no-augment", "--random-erasing", "0.2",
+                     "--teacher-weight", "0.3", "--epochs", "3")
+    assert proc.returncode == 4, proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("fer-batch: training recipe compact on") and "14 training and 15 validation images" \
+        in first and "7 classes (angry," in first and "3 epochs" in first and "augmentation off" in first, first
+    assert "--random-erasing applies only with --augment" in proc.stderr
+    assert "--teacher-weight does nothing without --teacher" in proc.stderr
+
+    run = tmp_path / "resumed"
+    (run / STATE_FILE).parent.mkdir(parents=True)
+    saved = TrainConfig(dataset=dataset, out=run, recipe="wide", epochs=9).to_json()
+    (run / STATE_FILE).write_text(json.dumps({"epochs_done": 2, "best_val_accuracy": 0.1, "config": saved}))
+    proc = fer_batch("train", dataset, "--out", run, "--resume", "--epochs", "5")
+    assert proc.returncode == 4, proc.stderr
+    assert "resuming the run in" in proc.stderr and "after epoch 2" in proc.stderr and "recipe wide" in proc.stderr
+    assert "ignored: --epochs" in proc.stderr

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import struct
 import subprocess
 import sys
@@ -443,6 +445,7 @@ def test_cli_video_rows_errors_charts_summary_and_annotation(model_file: Path, t
     assert (tmp_path / "res" / "annotated.clip.mp4").stat().st_size > 1_000
     assert json.loads((tmp_path / "res" / "tracks.json").read_text()) == []  # haar finds no face in squares
     assert "photo.jpg: this is a JPEG image" in proc.stderr
+    assert "no face tracks" in proc.stderr  # --summary: its short table on stderr
 
 
 def test_cli_paths_on_stdin_to_jsonl(model_file: Path, tmp_path: Path) -> None:
@@ -453,6 +456,34 @@ def test_cli_paths_on_stdin_to_jsonl(model_file: Path, tmp_path: Path) -> None:
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["frame"] for r in records] == list(range(10))  # --every 1: every frame
     assert proc.stderr == ""  # --quiet: no table, no info
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_cli_progress_bar_reaches_100_percent(model_file: Path, tmp_path: Path) -> None:
+    """On a terminal the bar advances by seconds of video; the last sampled frame is 0.2 s before the end."""
+    import fcntl
+    import termios
+
+    clip = write_video(tmp_path / "clip.mp4", 46, fps=10, draw=moving_squares)  # 4.6 s, sampled 0.0 ... 4.4 s
+    terminal, child_side = os.openpty()  # stderr a terminal: the bar is shown
+    fcntl.ioctl(child_side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns; 0 draws no bar
+    proc = subprocess.Popen([*fer_batch_command(), "video", clip, "--model", model_file, "--detector", "haar",
+                             "--out", tmp_path / "rows.csv"], stdout=subprocess.DEVNULL, stderr=child_side)
+    os.close(child_side)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the process has closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert proc.wait(timeout=120) == 0
+    text = shown.decode(errors="replace")
+    assert re.findall(r"(\d+)%\|", text)[-1] == "100", text
+    assert "dominant" not in text and "no face tracks" not in text  # no --summary: no summary table
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
