@@ -8,7 +8,6 @@ TFLite copy of it, or the int8 copy alone (see :mod:`fer_batch.model_file`).
 
 from __future__ import annotations
 
-import os
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 
 from fer_batch.errors import ModelError
 from fer_batch.model_file import ModelInfo, load_keras_model, read_info, read_int8
-from fer_batch.runtime import silenced_stderr
+from fer_batch.runtime import import_backend_quietly, import_tensorflow_quietly, silenced_stderr, usable_cpus
 
 DEFAULT_BATCH_SIZE = 256  # faces per model call; large batches amortise TensorFlow's per-call overhead
 
@@ -42,12 +41,19 @@ class Runner(Protocol):
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
 
-def _usable_cpus() -> int:
-    """CPUs this process may run on (fewer than the machine's under an affinity mask)."""
+def tflite_interpreter_class() -> Any:
+    """LiteRT's ``Interpreter`` class, else TensorFlow's (imported quietly); a :class:`ModelError` without both."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 - loaded with the first int8 model
+    except ImportError:
+        pass
+    else:
+        return Interpreter
+    try:
+        tf = import_tensorflow_quietly()
+    except ImportError as exc:
+        raise ModelError('int8 models need LiteRT: pip install ai-edge-litert (a dependency of fer-batch)') from exc
+    return tf.lite.Interpreter
 
 
 def _mirrored(x: np.ndarray) -> np.ndarray:
@@ -89,20 +95,23 @@ class KerasRunner:
 
 
 class Int8Runner:
-    """The int8 TFLite copy of the network, run by TensorFlow's TFLite interpreter (XNNPACK kernels).
+    """The int8 TFLite copy of the network, run by LiteRT's interpreter (XNNPACK kernels), without TensorFlow.
 
+    LiteRT (``ai-edge-litert``, about 60 MB) loads in a few milliseconds, where
+    TensorFlow's start-up takes seconds; where it is not installed, TensorFlow's
+    own ``tf.lite.Interpreter`` (the same kernels) runs the network instead.
     Input and output stay float32 (the model quantises and dequantises inside),
     so callers see no difference but speed and a small numerical one.
     """
 
     precision = "int8"
 
-    def __init__(self, tflite_model: bytes, info: ModelInfo, threads: int | None = None) -> None:
-        import tensorflow as tf  # noqa: PLC0415
-
-        with warnings.catch_warnings():  # tf.lite.Interpreter warns that it moves to another package
+    def __init__(self, tflite_model: bytes, info: ModelInfo, threads: int | None = None,
+                 interpreter: Any | None = None) -> None:
+        interpreter = interpreter or tflite_interpreter_class()  # a class: LiteRT's (default) or TensorFlow's
+        with warnings.catch_warnings():  # TensorFlow's tf.lite.Interpreter warns that it moved to LiteRT
             warnings.simplefilter("ignore")
-            self._interpreter = tf.lite.Interpreter(model_content=tflite_model, num_threads=threads or _usable_cpus())
+            self._interpreter = interpreter(model_content=tflite_model, num_threads=threads or usable_cpus())
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         # Quantised without its softmax (see training.quantize): the softmax runs here, in float.
@@ -162,7 +171,12 @@ class EmotionClassifier:
             except (RuntimeError, ValueError) as exc:
                 raise ModelError(f"could not load the int8 model in {path}: {exc}") from exc
         else:
-            model, info = load_keras_model(path)
+            try:
+                import_backend_quietly()
+                model, info = load_keras_model(path)
+            except ImportError as exc:
+                raise ModelError(f'--precision float32 runs the Keras network, which needs TensorFlow: pip install '
+                                 f'"fer-batch[tensorflow]" (or run {path.name} at int8) ({exc})') from exc
             runner = KerasRunner(model, info)
         return cls(runner, info, batch_size=batch_size)
 

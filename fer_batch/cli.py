@@ -17,7 +17,7 @@ import typer
 
 from fer_batch import __version__
 from fer_batch.classify import DEFAULT_BATCH_SIZE, Precision
-from fer_batch.detect import DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLD, DetectorName
+from fer_batch.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, DetectorName
 from fer_batch.errors import ExitCode, FerBatchError
 from fer_batch.models import DEFAULT_MODEL, resolve_model
 from fer_batch.records import FrameResult, Status
@@ -25,6 +25,7 @@ from fer_batch.sources import IMAGE_SUFFIXES, SourceItem
 from fer_batch.writers import OutputFormat, format_for_path, get_writer
 
 if TYPE_CHECKING:
+    from fer_batch.pipeline import Analyzer
     from training.train import TrainConfig
 
 app = typer.Typer(
@@ -46,9 +47,14 @@ FormatOption = Annotated[OutputFormat | None, typer.Option(
     "--format", "-f", help="Output format; default: from --out's extension, csv for stdout.")]
 ModelOption = Annotated[str, typer.Option(
     "--model", "-m", help="accurate, fast, a .keras file or a training output folder.")]
-DetectorOption = Annotated[DetectorName, typer.Option("--detector", "-d", help="Face detector.")]
+DetectorOption = Annotated[DetectorName, typer.Option("--detector", "-d", help=(
+    "Face detector: yunet (shipped in the package, fast, the default), mtcnn (needs TensorFlow), haar."))]
 MinFaceOption = Annotated[int, typer.Option(min=8, help="Smallest face to detect, in pixels.")]
-ThresholdOption = Annotated[float, typer.Option(min=0.0, max=1.0, help="Minimum MTCNN face confidence.")]
+ThresholdOption = Annotated[float | None, typer.Option(min=0.0, max=1.0, show_default=False, help=(
+    "Minimum face confidence (det_score); default: "
+    + ", ".join(f"{d.value} {v}" for d, v in DEFAULT_THRESHOLDS.items()) + ". Not used by haar."))]
+WorkersOption = Annotated[int | None, typer.Option(min=1, show_default=False, help=(
+    "Threads for decoding, detection and classification (default: the CPUs this process may use)."))]
 BatchOption = Annotated[int, typer.Option(min=1, help="Faces per classifier call.")]
 PrecisionOption = Annotated[Precision, typer.Option(
     help="Network to run: auto (the model's own choice), float32, or int8 (several times faster on a CPU; "
@@ -88,7 +94,25 @@ def _load_backend() -> None:
     """
     from fer_batch.runtime import import_backend_quietly  # noqa: PLC0415
 
-    import_backend_quietly()
+    try:
+        import_backend_quietly()
+    except ImportError:
+        pass  # an inference-only install: what needed TensorFlow says so, with the command that installs it
+
+
+def _analyzer(model_path: Path, detector: DetectorName, *, precision: Precision, **options: object) -> Analyzer:
+    """The pipeline for ``images`` and ``video``; TensorFlow is loaded only where the run needs it.
+
+    The int8 networks run on LiteRT and YuNet on OpenCV, so a default run never imports TensorFlow; MTCNN and
+    ``--precision float32`` (or a model without an int8 network) do.
+    """
+    from fer_batch.model_file import read_info  # noqa: PLC0415
+    from fer_batch.pipeline import Analyzer  # noqa: PLC0415
+
+    chosen = read_info(model_path).precision if precision is Precision.AUTO else precision.value
+    if detector is DetectorName.MTCNN or chosen != "int8":
+        _load_backend()
+    return Analyzer(model_path, detector.value, precision=precision.value, **options)  # type: ignore[arg-type]
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -152,11 +176,12 @@ def images(
     out: OutOption = "-",
     fmt: FormatOption = None,
     model: ModelOption = DEFAULT_MODEL,
-    detector: DetectorOption = DetectorName.MTCNN,
+    detector: DetectorOption = DEFAULT_DETECTOR,
     min_face_size: MinFaceOption = DEFAULT_MIN_FACE_SIZE,
-    threshold: ThresholdOption = DEFAULT_THRESHOLD,
+    threshold: ThresholdOption = None,
     batch_size: BatchOption = DEFAULT_BATCH_SIZE,
     precision: PrecisionOption = Precision.AUTO,
+    workers: WorkersOption = None,
     save_crops: SaveCropsOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info messages.")] = False,
 ) -> None:
@@ -175,11 +200,8 @@ def images(
         if isinstance(items, list) and not any(item.path for item in items):
             results, class_names = _unopenable(items), _model_class_names(model_path)
         else:
-            _load_backend()
-            from fer_batch.pipeline import Analyzer  # noqa: PLC0415 - loads TensorFlow
-
-            analyzer = Analyzer(model_path, detector.value, min_face_size=min_face_size, threshold=threshold,
-                                batch_size=batch_size, save_crops=save_crops, precision=precision.value)
+            analyzer = _analyzer(model_path, detector, min_face_size=min_face_size, threshold=threshold,
+                                 batch_size=batch_size, save_crops=save_crops, precision=precision, workers=workers)
             results, class_names = analyzer.analyze_items(items), analyzer.class_names
     except FerBatchError as exc:
         raise _fail(exc) from None
@@ -287,11 +309,12 @@ def video(
                                                        "expressions to this .mp4 (one per video).",
                                                   dir_okay=False)] = None,
     model: ModelOption = DEFAULT_MODEL,
-    detector: DetectorOption = DetectorName.MTCNN,
+    detector: DetectorOption = DEFAULT_DETECTOR,
     min_face_size: MinFaceOption = DEFAULT_MIN_FACE_SIZE,
-    threshold: ThresholdOption = DEFAULT_THRESHOLD,
+    threshold: ThresholdOption = None,
     batch_size: BatchOption = DEFAULT_BATCH_SIZE,
     precision: PrecisionOption = Precision.AUTO,
+    workers: WorkersOption = None,
     save_crops: SaveCropsOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary table or info "
                                                               "messages.")] = False,
@@ -319,11 +342,8 @@ def video(
         if not stdin and not any(item.path for item in items):  # type: ignore[union-attr]
             results, class_names = _unopenable(items), _model_class_names(model_path)
         else:
-            _load_backend()
-            from fer_batch.pipeline import Analyzer  # noqa: PLC0415 - loads TensorFlow
-
-            analyzer = Analyzer(model_path, detector.value, min_face_size=min_face_size, threshold=threshold,
-                                batch_size=batch_size, save_crops=save_crops, precision=precision.value)
+            analyzer = _analyzer(model_path, detector, min_face_size=min_face_size, threshold=threshold,
+                                 batch_size=batch_size, save_crops=save_crops, precision=precision, workers=workers)
             log.info("sampling: %s", sampling.describe())
             results, class_names = outputs.run(VideoAnalyzer(analyzer, sampling), items), analyzer.class_names
     except FerBatchError as exc:

@@ -38,6 +38,35 @@ def silenced_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (fewer than the machine's under an affinity mask or a container limit)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")  # what int8 kernels use
+
+
+def cpu_description() -> str:
+    """The CPU's model name, usable cores and the instruction-set flags int8 speed depends on (Linux)."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    present = [f for f in SPEED_FLAGS if f in flags] or ["none of " + " ".join(SPEED_FLAGS)]
+    return f"{model}, {usable_cpus()} usable CPUs, flags: {' '.join(present)}"
+
+
 def import_tensorflow_quietly() -> Any:
     """Import TensorFlow (once) and probe its devices with C-level stderr silenced; returns the module."""
     if "tensorflow" in sys.modules:

@@ -55,8 +55,8 @@ def test_faces_of_many_images_are_classified_together(tiny_model_path: Path, tmp
     analyzer = Analyzer(clf, det, chunk_size=8)
     results = list(analyzer.analyze_paths([tmp_path] if _images(tmp_path, 20) else []))
     assert len(results) == 20 and all(r.status is Status.OK and len(r.faces) == 2 for r in results)
-    assert det.calls == [8, 8, 4]
-    assert clf.calls == [16, 16, 8]  # one classifier call per chunk, never one per face
+    assert det.calls == [2, 4, 8, 6]  # chunks start small (the first rows come at once) and double up to 8
+    assert clf.calls == [4, 8, 16, 12]  # one classifier call per chunk, never one per face
     face = results[0].faces[1]
     assert face.face == 1 and face.det_score == 0.8
     assert face.emotion == max(face.probabilities, key=face.probabilities.get)
@@ -67,7 +67,7 @@ def test_every_input_appears_once_in_order_with_its_status(tiny_model_path: Path
     good = _images(tmp_path, 2)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"")
-    analyzer = Analyzer(tiny_model_path, "mtcnn", chunk_size=2)
+    analyzer = Analyzer(tiny_model_path, "yunet", chunk_size=2)
     results = list(analyzer.analyze_paths([good[0], bad, tmp_path / "missing.png", good[1]]))
     assert [r.status for r in results] == [Status.NO_FACE, Status.ERROR, Status.ERROR, Status.NO_FACE]
     assert results[1].error == "empty file (0 bytes)"
@@ -88,3 +88,47 @@ def test_analyze_array(tiny_model_path: Path) -> None:
     analyzer = Analyzer(tiny_model_path, FixedDetector())
     result = analyzer.analyze_array(np.zeros((64, 64, 3), np.uint8))
     assert result.status is Status.OK and len(result.faces) == 2 and result.width == 64
+
+
+class FailingDetector(FixedDetector):
+    """Raises on images whose first pixel is 30 (the fourth of ``_images``), as a detector bug would."""
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        if any(int(image[0, 0, 0]) == 30 for image in images):
+            raise RuntimeError("detector broke")
+        return super().detect(images)
+
+
+def test_a_failing_detection_gives_that_image_an_error_row_and_the_rest_goes_on(
+        tiny_model_path: Path, tmp_path: Path) -> None:
+    paths = _images(tmp_path, 6)
+    analyzer = Analyzer(tiny_model_path, FailingDetector(), chunk_size=4)
+    results = list(analyzer.analyze_paths(paths))
+    assert [Path(r.source).name for r in results] == [p.name for p in paths]
+    assert [r.status for r in results] == [Status.OK] * 3 + [Status.ERROR] + [Status.OK] * 2
+    assert results[3].error == "face detection failed: RuntimeError: detector broke"
+
+
+def test_a_failing_classification_gives_that_image_an_error_row(tiny_model_path: Path, tmp_path: Path) -> None:
+    paths = _images(tmp_path, 4)
+    analyzer = Analyzer(tiny_model_path, FixedDetector(), chunk_size=4)
+    classify = analyzer.classify
+
+    def fragile(images, detections, names=None, frames=None):  # type: ignore[no-untyped-def]
+        if any(int(image[0, 0, 0]) == 20 for image in images):
+            raise ValueError("bad crop")
+        return classify(images, detections, names, frames)
+
+    analyzer.classify = fragile  # type: ignore[method-assign]
+    results = list(analyzer.analyze_paths(paths))
+    assert [r.status for r in results] == [Status.OK, Status.OK, Status.ERROR, Status.OK]
+    assert results[2].error == "classification failed: ValueError: bad crop"
+
+
+def test_parallel_detection_keeps_input_order_and_equals_one_worker(tiny_model_path: Path) -> None:
+    photos = sorted(SAMPLE_MEDIA.glob("*.*g")) * 3
+    one = list(Analyzer(tiny_model_path, "yunet", workers=1).analyze_paths(photos))
+    many = Analyzer(tiny_model_path, "yunet", workers=3, chunk_size=4)
+    assert many._pool is not None  # detection really runs in threads
+    assert list(many.analyze_paths(photos)) == one
+    assert [r.source for r in one] == [str(p) for p in photos]
