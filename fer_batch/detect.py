@@ -30,6 +30,7 @@ import numpy as np
 
 from fer_batch.errors import UsageError
 from fer_batch.records import Box, Detection
+from fer_batch.runtime import import_tensorflow_quietly
 
 DEFAULT_MIN_FACE_SIZE = 20  # pixels; smaller faces hold too little expression detail at 48x48
 CASCADE_MAX_SIDE = 1600  # pixels; MTCNN and Haar look at larger photos on a copy scaled down to this
@@ -194,6 +195,7 @@ class MtcnnDetector:
     def __init__(self, min_face_size: int = DEFAULT_MIN_FACE_SIZE,
                  threshold: float = DEFAULT_THRESHOLDS[DetectorName.MTCNN]) -> None:
         try:
+            import_tensorflow_quietly()  # without its start-up noise, as in the CLI
             from mtcnn import MTCNN  # noqa: PLC0415 - pulls in TensorFlow
         except ImportError as exc:
             raise UsageError('--detector mtcnn needs TensorFlow and the mtcnn package: '
