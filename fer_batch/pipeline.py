@@ -94,10 +94,10 @@ class Analyzer:
             self.save_crops.mkdir(parents=True, exist_ok=True)
         # Images of a chunk are detected in parallel when the detector works image by image on its own state
         # (YuNet, Haar: one copy per thread); MTCNN batches a chunk itself, on TensorFlow's threads.
-        self._parallel = self.workers > 1 and self._new_detector is not None and detects_per_image(self.detector)
+        parallel = self.workers > 1 and self._new_detector is not None and detects_per_image(self.detector)
         self._local = threading.local()
         self._pool = (ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fer-detect")
-                      if self._parallel else None)
+                      if parallel else None)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -231,45 +231,41 @@ class Analyzer:
 
     def _finish_chunk(self, chunk: _Chunk) -> list[FrameResult]:
         """Classify a detected chunk; an image whose detection or classification failed gets an error row."""
-        found: list[tuple[SourceItem, np.ndarray, list[Detection]]] = []
-        errors: dict[int, str] = {}
-        detections = iter(chunk.detections)
-        for n, (item, img, err) in enumerate(chunk.loaded):
-            if img is None:
-                errors[n] = err or "cannot open"
-                continue
+        errors = {n: err for n, (_, img, err) in enumerate(chunk.loaded) if img is None}
+        detected: list[tuple[int, SourceItem, np.ndarray, list[Detection]]] = []
+        for (n, (item, img, _)), future in zip(((n, x) for n, x in enumerate(chunk.loaded) if n not in errors),
+                                               chunk.detections):
             try:
-                found.append((item, img, next(detections).result()))
+                detected.append((n, item, img, future.result()))  # type: ignore[arg-type] - read fine
             except Exception as exc:  # noqa: BLE001 - this image only
                 errors[n] = f"face detection failed: {type(exc).__name__}: {exc}"
-        faces_of = iter(self._classify_isolated(found))
-        results = []
-        for n, (item, img, _) in enumerate(chunk.loaded):
-            faces = None if n in errors else next(faces_of)
+        done: dict[int, FrameResult] = {}
+        for (n, item, img, _), faces in zip(detected, self._classify_isolated(detected)):
             if isinstance(faces, str):
                 errors[n] = faces
-            if n in errors:
-                log.warning("%s: %s", item.source, errors[n])
-                results.append(FrameResult(source=item.source, status=Status.ERROR, error=errors[n]))
                 continue
-            h, w = img.shape[:2]  # type: ignore[union-attr] - read fine: not in errors
-            results.append(FrameResult(source=item.source, status=Status.OK if faces else Status.NO_FACE,
-                                       faces=tuple(faces or ()), width=w, height=h))  # type: ignore[arg-type]
-        return results
+            h, w = img.shape[:2]
+            done[n] = FrameResult(source=item.source, status=Status.OK if faces else Status.NO_FACE,
+                                  faces=tuple(faces), width=w, height=h)
+        for n, reason in sorted(errors.items()):
+            source = chunk.loaded[n][0].source
+            log.warning("%s: %s", source, reason)
+            done[n] = FrameResult(source=source, status=Status.ERROR, error=reason)
+        return [done[n] for n in range(len(chunk.loaded))]
 
     def _classify_isolated(
-        self, found: list[tuple[SourceItem, np.ndarray, list[Detection]]],
+        self, found: list[tuple[int, SourceItem, np.ndarray, list[Detection]]],
     ) -> list[list[FaceResult] | str]:
         """Faces per image, all in one classifier batch; if the batch fails, image by image (a reason for each
         image that fails on its own)."""
         if not found:
             return []
         try:
-            return list(self.classify([img for _, img, _ in found], [d for _, _, d in found],
-                                      [it.source for it, _, _ in found]))
+            return list(self.classify([img for _, _, img, _ in found], [d for *_, d in found],
+                                      [it.source for _, it, _, _ in found]))
         except Exception:  # noqa: BLE001 - find the image that causes it; the others go on
             out: list[list[FaceResult] | str] = []
-            for item, img, dets in found:
+            for _, item, img, dets in found:
                 try:
                     out.append(self.classify([img], [dets], [item.source])[0])
                 except Exception as exc:  # noqa: BLE001 - this image only
