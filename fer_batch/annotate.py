@@ -1,35 +1,46 @@
-"""Annotated copies of videos: boxes, track IDs and the top expression drawn on the frames.
+"""Boxes, track IDs and the top expression drawn on the frames: annotated copies of videos, and a live window.
 
-:func:`write_annotated` decodes the video a second time, after analysis, so
-no frame has to be held in memory while waiting for its results. The output
-has the source's (rotated) size and nominal frame rate. What was found on an
-analysed frame stays drawn on the frames that follow it until the next
-analysed frame, so the boxes do not flicker when only a few frames per second
-are analysed. Variable-frame-rate sources are resampled to the nominal rate by
-their decoder timestamps, so the copy stays in sync with the source.
+:class:`AnnotateSink` draws on the frames as they pass through the run (the
+frame source passes every frame along, not only the analysed ones), so a
+video is decoded once and a live stream can be annotated too. The copy has the
+source's (rotated) size and nominal frame rate. What was found on an analysed
+frame stays drawn on the frames that follow it until the next analysed frame,
+so the boxes do not flicker when only a few frames per second are analysed.
+Variable-frame-rate sources are resampled to the nominal rate by their decoder
+timestamps, so the copy stays in sync with the source. A copy is written as
+``NAME.partial.mp4`` and renamed when its video ends; a run stopped with
+Ctrl-C still renames it, since it is a valid video up to that point.
 
 The MP4 is written with OpenCV's built-in MPEG-4 Part 2 encoder (``mp4v``),
 the only one its wheels ship; VLC, mpv and ffmpeg play it, some browsers do not.
+
+:class:`ShowSink` shows the same drawing in a window (``--show``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from fer_batch.charts import class_colors
-from fer_batch.errors import InputError
+from fer_batch.errors import InputError, UsageError
+from fer_batch.frames import Frame, SourceEnd
 from fer_batch.records import FaceResult, FrameResult
-from fer_batch.video import VideoReader
+from fer_batch.sinks import PerVideoPaths, Sink
 
 log = logging.getLogger(__name__)
 
 FOURCC = "mp4v"  # the encoder OpenCV's wheels include for .mp4
 FALLBACK_FPS = 30.0  # when the container states no frame rate
+ANNOTATE_SUFFIXES = (".mp4", ".m4v", ".mov")
+WINDOW = "fer-batch"
+QUIT_KEYS = (ord("q"), 27)  # q or Esc in the --show window stops the run, as Ctrl-C does
 
 
 def _bgr(hex_color: str) -> tuple[int, int, int]:
@@ -62,55 +73,152 @@ def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], class_names: Sequ
     return image
 
 
-def write_annotated(video_path: str | Path, out_path: str | Path, results: Iterable[FrameResult],
-                    class_names: Sequence[str]) -> Path:
-    """Write an annotated copy of ``video_path`` using its analysis ``results``; returns the path written.
 
-    Raises :class:`InputError` when the video cannot be decoded or the output cannot be written.
-    """
-    out_path = Path(out_path)
-    by_frame = {r.frame: r.faces for r in results if r.frame is not None}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(out_path.stem + ".partial" + out_path.suffix)  # renamed when complete
-    writer: cv2.VideoWriter | None = None
-    written = 0
-    try:
-        with VideoReader(video_path) as reader:
-            fps = reader.info.nominal_fps or FALLBACK_FPS
-            faces: Sequence[FaceResult] = ()
-            last: np.ndarray | None = None
-            size = (0, 0)
-            for frame in reader.frames():
-                image = frame.image
-                if writer is None:
-                    size = (image.shape[1], image.shape[0])
-                    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*FOURCC), fps, size)
-                    if not writer.isOpened():
-                        raise InputError(f"cannot write video {out_path}")
-                elif (image.shape[1], image.shape[0]) != size:
-                    image = cv2.resize(image, size)  # a mid-stream resolution change
-                faces = by_frame.get(frame.index, faces)
-                draw_faces(image, faces, class_names)
-                # The output slot of this frame by its decoder time: repeat the previous frame to fill a
-                # pause, drop a frame that lands on an already written slot (variable frame rate).
-                slot = int(round(frame.time_s * fps))
-                while last is not None and written < slot:
-                    writer.write(last)
-                    written += 1
-                if written <= slot:
-                    writer.write(image)
-                    written += 1
-                last = image
-        writer_ok = written > 0
-    except BaseException:
-        if writer is not None:
-            writer.release()
-        partial.unlink(missing_ok=True)
-        raise
-    if writer is not None:
-        writer.release()
-    if not writer_ok:
-        partial.unlink(missing_ok=True)
-        raise InputError("no frame could be decoded for the annotated copy")
-    partial.replace(out_path)
-    return out_path
+
+class _AnnotatedCopy:
+    """One annotated copy being written: frames go to ``NAME.partial.mp4`` until :meth:`finish` renames it."""
+
+    def __init__(self, out: Path, fps: float) -> None:
+        self.out = out
+        self.fps = fps
+        self.partial = out.with_name(out.stem + ".partial" + out.suffix)
+        self.faces: Sequence[FaceResult] = ()
+        self._writer: cv2.VideoWriter | None = None
+        self._size = (0, 0)
+        self._last: np.ndarray | None = None
+        self._written = 0
+
+    def add(self, frame: Frame, faces: Sequence[FaceResult] | None, class_names: Sequence[str]) -> None:
+        """Draw the latest faces on ``frame`` and write it into its slot of the output's frame rate."""
+        image = frame.image.copy()
+        if self._writer is None:
+            self._size = (image.shape[1], image.shape[0])
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*FOURCC), self.fps, self._size)
+            if not self._writer.isOpened():
+                raise InputError(f"cannot write video {self.out}")
+        elif (image.shape[1], image.shape[0]) != self._size:
+            image = cv2.resize(image, self._size)  # a mid-stream resolution change
+        if faces is not None:
+            self.faces = faces
+        draw_faces(image, self.faces, class_names)
+        # The output slot of this frame by its decoder time: repeat the previous frame to fill a pause, drop a
+        # frame that lands on an already written slot (variable frame rate).
+        slot = int(round((frame.time_s or 0.0) * self.fps))
+        while self._last is not None and self._written < slot:
+            self._writer.write(self._last)
+            self._written += 1
+        if self._written <= slot:
+            self._writer.write(image)
+            self._written += 1
+        self._last = image
+
+    def finish(self) -> Path:
+        """Close the file and give it its name; raises InputError when no frame was written."""
+        self.abort(keep=True)
+        if not self._written:
+            raise InputError("no frame could be decoded for the annotated copy")
+        self.partial.replace(self.out)
+        return self.out
+
+    def abort(self, keep: bool = False) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if not keep:
+            self.partial.unlink(missing_ok=True)
+
+
+class AnnotateSink(Sink):
+    """An annotated copy of each video (``--annotate``), drawn on the frames as they pass."""
+
+    def __init__(self, path: Path, class_names: Sequence[str], *, sources: Sequence[str] | None = None) -> None:
+        if path.suffix.lower() not in ANNOTATE_SUFFIXES:
+            raise UsageError(f"--annotate must name an .mp4 file, not {path.name!r}")
+        self.class_names = tuple(class_names)
+        self.paths = PerVideoPaths(path, sources)
+        self._copy: _AnnotatedCopy | None = None
+        self._skipping: str | None = None  # a source whose copy cannot be written
+
+    def _add(self, frame: Frame, faces: Sequence[FaceResult] | None) -> None:
+        if frame.stream is None or frame.source == self._skipping:
+            return
+        if self._copy is None:
+            out = self.paths(frame.source)
+            if out.resolve() == Path(frame.source).resolve():
+                log.error("%s: --annotate would overwrite the input video; skipped", frame.source)
+                self._skip(frame.source)
+                return
+            self._copy = _AnnotatedCopy(out, frame.stream.nominal_fps or FALLBACK_FPS)
+        try:
+            self._copy.add(frame, faces, self.class_names)
+        except (InputError, OSError, cv2.error) as exc:
+            log.error("could not write the annotated copy of %s: %s", frame.source, exc)
+            self._copy.abort()
+            self._skip(frame.source)
+
+    def _skip(self, source: str) -> None:
+        self._copy, self._skipping = None, source
+        self.failures += 1
+
+    def receive(self, result: FrameResult, frame: Frame | None) -> None:
+        if frame is not None:
+            self._add(frame, result.faces)
+
+    def pass_frame(self, frame: Frame) -> None:
+        self._add(frame, None)
+
+    def end_source(self, end: SourceEnd) -> None:
+        self._finish()
+        self._skipping = None
+
+    def close(self) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        copy, self._copy = self._copy, None
+        if copy is not None:
+            self._attempt(f"annotated copy {copy.out}", copy.finish)
+
+
+def display_problem() -> str | None:
+    """Why ``--show`` cannot open a window here, or None when it can."""
+    gui = next((line.split(":", 1)[1].strip() for line in cv2.getBuildInformation().splitlines()
+                if line.strip().startswith("GUI:")), "")
+    if gui.upper() == "NONE":
+        return ("this OpenCV has no window support (opencv-python-headless); to use --show, replace it with "
+                "opencv-python (pip uninstall opencv-python-headless && pip install opencv-python)")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display to show a window on (DISPLAY is not set)"
+    return None
+
+
+class ShowSink(Sink):
+    """The annotated frames in a window as they are analysed (``--show``); q or Esc stops the run."""
+
+    def __init__(self, class_names: Sequence[str]) -> None:
+        problem = display_problem()
+        if problem:
+            raise UsageError(f"--show: {problem}")
+        self.class_names = tuple(class_names)
+        self._faces: Sequence[FaceResult] = ()
+
+    def _show(self, frame: Frame) -> None:
+        image = draw_faces(frame.image.copy(), self._faces, self.class_names)
+        cv2.imshow(WINDOW, image)
+        if cv2.waitKey(1) & 0xFF in QUIT_KEYS:
+            raise KeyboardInterrupt  # the run ends as on Ctrl-C: every output is closed and valid
+
+    def receive(self, result: FrameResult, frame: Frame | None) -> None:
+        if frame is not None:
+            self._faces = result.faces
+            self._show(frame)
+
+    def pass_frame(self, frame: Frame) -> None:
+        self._show(frame)
+
+    def end_source(self, end: SourceEnd) -> None:
+        self._faces = ()
+
+    def close(self) -> None:
+        cv2.destroyAllWindows()

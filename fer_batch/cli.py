@@ -1,17 +1,21 @@
 """The ``fer-batch`` command line: each command parses options and calls one library function.
 
 This is the only module that imports Typer. Library exceptions become exit
-codes here (see :class:`fer_batch.errors.ExitCode`).
+codes here (see :class:`fer_batch.errors.ExitCode`); a run's exit code comes
+from its :class:`fer_batch.run.RunSummary`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -20,12 +24,13 @@ from fer_batch.classify import DEFAULT_BATCH_SIZE, Precision
 from fer_batch.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, DetectorName
 from fer_batch.errors import ExitCode, FerBatchError
 from fer_batch.models import DEFAULT_MODEL, resolve_model
-from fer_batch.records import FrameResult, Status
-from fer_batch.sources import IMAGE_SUFFIXES, SourceItem
-from fer_batch.writers import OutputFormat, format_for_path, get_writer
+from fer_batch.sources import IMAGE_SUFFIXES
+from fer_batch.writers import OutputFormat
 
 if TYPE_CHECKING:
+    from fer_batch.frames import FrameSource
     from fer_batch.pipeline import Analyzer
+    from fer_batch.sinks import Sink
     from training.train import TrainConfig
 
 app = typer.Typer(
@@ -41,26 +46,68 @@ app = typer.Typer(
 )
 log = logging.getLogger("fer_batch")
 
-# Options shared by `images` and `video`, defined once.
-OutOption = Annotated[str, typer.Option("--out", "-o", help="Output file, or - for stdout.")]
-FormatOption = Annotated[OutputFormat | None, typer.Option(
-    "--format", "-f", help="Output format; default: from --out's extension, csv for stdout.")]
 ModelOption = Annotated[str, typer.Option(
     "--model", "-m", help="accurate, fast, a .keras file or a training output folder.")]
-DetectorOption = Annotated[DetectorName, typer.Option("--detector", "-d", help=(
-    "Face detector: yunet (shipped in the package, fast, the default), mtcnn (needs TensorFlow), haar."))]
-MinFaceOption = Annotated[int, typer.Option(min=8, help="Smallest face to detect, in pixels.")]
-ThresholdOption = Annotated[float | None, typer.Option(min=0.0, max=1.0, show_default=False, help=(
-    "Minimum face confidence (det_score); default: "
-    + ", ".join(f"{d.value} {v}" for d, v in DEFAULT_THRESHOLDS.items()) + ". Not used by haar."))]
-WorkersOption = Annotated[int | None, typer.Option(min=1, show_default=False, help=(
-    "Threads for decoding, detection and classification (default: the CPUs this process may use)."))]
-BatchOption = Annotated[int, typer.Option(min=1, help="Faces per classifier call.")]
 PrecisionOption = Annotated[Precision, typer.Option(
     help="Network to run: auto (the model's own choice), float32, or int8 (several times faster on a CPU; "
          "made by fer-batch quantize).")]
-SaveCropsOption = Annotated[Path | None, typer.Option(
-    help="Write every face crop as a PNG into this folder.", file_okay=False)]
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """The options that ``images`` and ``video`` share, declared once (see :func:`_analysis_command`)."""
+
+    out: Annotated[str, typer.Option("--out", "-o", help="Output file, or - for stdout.")] = "-"
+    fmt: Annotated[OutputFormat | None, typer.Option(
+        "--format", "-f", help="Output format; default: from --out's extension, csv for stdout.")] = None
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted run: skip the inputs already complete in --out, append the "
+                         "rest.")] = False
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing --out file (without it, an existing file is refused).")] = False
+    model: ModelOption = DEFAULT_MODEL
+    detector: Annotated[DetectorName, typer.Option("--detector", "-d", help=(
+        "Face detector: yunet (shipped in the package, fast, the default), mtcnn (needs TensorFlow), haar."))
+    ] = DEFAULT_DETECTOR
+    min_face_size: Annotated[int, typer.Option(min=8, help="Smallest face to detect, in pixels.")
+                             ] = DEFAULT_MIN_FACE_SIZE
+    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, show_default=False, help=(
+        "Minimum face confidence (det_score); default: "
+        + ", ".join(f"{d.value} {v}" for d, v in DEFAULT_THRESHOLDS.items()) + ". Not used by haar."))] = None
+    batch_size: Annotated[int, typer.Option(min=1, help="Faces per classifier call.")] = DEFAULT_BATCH_SIZE
+    precision: PrecisionOption = Precision.AUTO
+    workers: Annotated[int | None, typer.Option(min=1, show_default=False, help=(
+        "Threads for decoding, detection and classification (default: the CPUs this process may use)."))] = None
+    save_crops: Annotated[Path | None, typer.Option(
+        help="Write every face crop as a PNG into this folder.", file_okay=False)] = None
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress bar, summary table or info messages.")] = False
+
+
+def _analysis_command(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command every :class:`AnalysisOptions` option; the command receives them as ``options``.
+
+    The options are declared once, on the dataclass; Typer reads the combined signature.
+    """
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "options"]
+    hints = inspect.get_annotations(AnalysisOptions, eval_str=True)
+    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+              for f in fields(AnalysisOptions)]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        options = AnalysisOptions(**{f.name: kwargs.pop(f.name) for f in fields(AnalysisOptions)})
+        command(options=options, **kwargs)
+
+    # Arguments first, then the shared options, then the command's own options (all keyword-only: Typer names
+    # every parameter when it calls the command).
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    first = [p.replace(kind=keyword) for p in own if p.default is inspect.Parameter.empty]
+    last = [p.replace(kind=keyword) for p in own if p.default is not inspect.Parameter.empty]
+    parameters = [*first, *shared, *last]
+    wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper
 
 
 def _print_version(value: bool) -> None:
@@ -100,7 +147,7 @@ def _load_backend() -> None:
         pass  # an inference-only install: what needed TensorFlow says so, with the command that installs it
 
 
-def _analyzer(model_path: Path, detector: DetectorName, *, precision: Precision, **options: object) -> Analyzer:
+def _analyzer(model_path: Path, options: AnalysisOptions) -> Analyzer:
     """The pipeline for ``images`` and ``video``; TensorFlow is loaded only where the run needs it.
 
     The int8 networks run on LiteRT and YuNet on OpenCV, so a default run never imports TensorFlow; MTCNN and
@@ -109,10 +156,13 @@ def _analyzer(model_path: Path, detector: DetectorName, *, precision: Precision,
     from fer_batch.model_file import read_info  # noqa: PLC0415
     from fer_batch.pipeline import Analyzer  # noqa: PLC0415
 
+    precision = options.precision
     chosen = read_info(model_path).precision if precision is Precision.AUTO else precision.value
-    if detector is DetectorName.MTCNN or chosen != "int8":
+    if options.detector is DetectorName.MTCNN or chosen != "int8":
         _load_backend()
-    return Analyzer(model_path, detector.value, precision=precision.value, **options)  # type: ignore[arg-type]
+    return Analyzer(model_path, options.detector.value, min_face_size=options.min_face_size,
+                    threshold=options.threshold, batch_size=options.batch_size, save_crops=options.save_crops,
+                    precision=precision.value, workers=options.workers)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -124,17 +174,6 @@ def _given(ctx: typer.Context, name: str) -> bool:
 def _warn_detector_options(ctx: typer.Context, detector: DetectorName) -> None:
     if detector is DetectorName.HAAR and _given(ctx, "threshold"):
         log.warning("--threshold does nothing with --detector haar (the cascade gives no confidence); ignored")
-
-
-def _unopenable(items: Iterable[SourceItem]) -> Iterator[FrameResult]:
-    """Error records, as the pipeline writes them, for inputs that cannot be opened (missing paths, empty folders).
-
-    For a run in which no input can be opened: it then ends at once, without loading the model.
-    """
-    for item in items:
-        reason = item.error or "cannot open"
-        log.warning("%s: %s", item.source, reason)
-        yield FrameResult(source=item.source, status=Status.ERROR, error=reason)
 
 
 def _model_class_names(model_path: Path) -> tuple[str, ...]:
@@ -156,143 +195,75 @@ def _fail(exc: FerBatchError) -> typer.Exit:
     return typer.Exit(int(exc.exit_code))
 
 
-def _open_output(out: str) -> TextIO:
-    if out == "-":
-        return sys.stdout
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("w", newline="", encoding="utf-8")
-
-
 def _show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
+def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSource, *, video: bool,
+                 outputs: Callable[[tuple[str, ...]], list[Sink]] = lambda names: []) -> NoReturn:
+    """Check every option that needs no model, load the model, run, and exit with the run's code.
+
+    ``outputs(class_names)`` builds the sinks besides the rows and the progress bar (charts, summaries,
+    annotated copies); they check their paths when built, before the model loads, and open nothing yet.
+    """
+    from fer_batch.run import run  # noqa: PLC0415
+    from fer_batch.sinks import ProgressSink, RecordSink, TrackSummarySink  # noqa: PLC0415
+    from fer_batch.writers import format_for_path  # noqa: PLC0415
+
+    noun = "frame(s)" if video else "input(s)"
+    try:  # everything that needs no model is checked before the model (or TensorFlow) loads
+        output_format = format_for_path(options.out, options.fmt)
+        model_path = resolve_model(options.model)
+        _warn_detector_options(ctx, options.detector)
+        class_names = _model_class_names(model_path)
+        sinks = outputs(class_names)
+        analysis = _analyzer(model_path, options) if source.openable else None
+        if analysis is not None and video:
+            from fer_batch.video import VideoAnalyzer  # noqa: PLC0415
+
+            analysis = VideoAnalyzer(analysis, source.sampling)  # type: ignore[arg-type, assignment]
+            log.info("sampling: %s", source.sampling.describe())  # type: ignore[attr-defined]
+        rows = RecordSink.to_path(options.out, class_names, fmt=output_format, video=video)
+    except FerBatchError as exc:
+        raise _fail(exc) from None
+    total = len(source.items) - len(source.skip) if source.items is not None and not video else None
+    progress = ProgressSink(total=total, video=video, enabled=_show_progress(options.quiet))
+    summary = run(source, analysis, [rows, progress, *sinks])
+    if summary.broken_pipe:
+        _discard_stdout()
+        raise typer.Exit(int(summary.exit_code))  # nobody reads any more: no summary line either
+    log.info("%s%s", summary.describe(noun), "" if options.out == "-" else f"; results in {options.out}")
+    if summary.interrupted:
+        log.warning("interrupted: the output holds the %d %s finished so far", rows.count, noun)
+    tables = [sink.table() for sink in sinks if isinstance(sink, TrackSummarySink)]
+    if tables and not options.quiet:
+        typer.echo("\n".join(tables), err=True)  # the summaries were asked for; otherwise one log line ends a run
+    raise typer.Exit(int(summary.exit_code))
+
+
 @app.command(short_help="Faces and their expressions in images: one row per face.")
+@_analysis_command
 def images(
     ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or - for paths "
                                                      "on stdin, one per line.")],
-    out: OutOption = "-",
-    fmt: FormatOption = None,
-    model: ModelOption = DEFAULT_MODEL,
-    detector: DetectorOption = DEFAULT_DETECTOR,
-    min_face_size: MinFaceOption = DEFAULT_MIN_FACE_SIZE,
-    threshold: ThresholdOption = None,
-    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
-    precision: PrecisionOption = Precision.AUTO,
-    workers: WorkersOption = None,
-    save_crops: SaveCropsOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info messages.")] = False,
+    options: AnalysisOptions,
 ) -> None:
     """Detect faces in images and classify their expressions: one row per face."""
-    _setup_logging(quiet)
-    from fer_batch.sources import iter_sources  # noqa: PLC0415
+    _setup_logging(options.quiet)
+    from fer_batch.frames import FrameSource  # noqa: PLC0415
 
-    items = iter_sources(inputs)
-    progress = _show_progress(quiet)
-    if "-" not in inputs:
-        items = list(items)  # a known total for the progress bar; folder listings are cheap
-    try:  # everything that needs no model is checked before TensorFlow loads
-        output_format = format_for_path(out, fmt)
-        model_path = resolve_model(model)
-        _warn_detector_options(ctx, detector)
-        if isinstance(items, list) and not any(item.path for item in items):
-            results, class_names = _unopenable(items), _model_class_names(model_path)
-        else:
-            analyzer = _analyzer(model_path, detector, min_face_size=min_face_size, threshold=threshold,
-                                 batch_size=batch_size, save_crops=save_crops, precision=precision, workers=workers)
-            results, class_names = analyzer.analyze_items(items), analyzer.class_names
-    except FerBatchError as exc:
-        raise _fail(exc) from None
-    summary = _run_and_write(results, out, output_format, class_names,
-                             progress=progress, total=len(items) if isinstance(items, list) else None, unit="img")
-    raise typer.Exit(int(summary))
+    _run_command(ctx, options, FrameSource(inputs, workers=options.workers), video=False)
 
 
-def _run_and_write(results, out: str, output_format: OutputFormat, class_names, *, progress: bool,  # type: ignore[no-untyped-def]
-                   total: int | None, unit: str, video: bool = False, advance=None,
-                   noun: str = "input(s)") -> ExitCode:
-    """Stream results into the writer; on Ctrl-C close the writer so the file stays valid.
-
-    ``advance(bar, result)`` moves the progress bar for one result (default: one step per result); when the
-    results end, ``advance.finish(bar)`` runs if it exists. A reader that closes the pipe on stdout (``| head``)
-    ends the run quietly with :attr:`ExitCode.BROKEN_PIPE`, as ``cat`` and ``grep`` end.
-    """
-    from tqdm import tqdm  # noqa: PLC0415
-
-    counts = {status: 0 for status in Status}
-    faces = 0
-    stream = _open_output(out)
-    writer = get_writer(output_format, stream, class_names, video=video)
-    bar = tqdm(total=total, unit=unit, disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    interrupted = broken_pipe = False
-    try:
-        for result in results:
-            writer.write(result)
-            counts[result.status] += 1
-            faces += len(result.faces)
-            if advance is None:
-                bar.update(1)
-            else:
-                advance(bar, result)
-        if hasattr(advance, "finish"):
-            advance.finish(bar)  # type: ignore[union-attr]
-    except KeyboardInterrupt:
-        interrupted = True
-    except BrokenPipeError:
-        broken_pipe = True
-    finally:
-        bar.close()
-        try:
-            writer.close()
-        except BrokenPipeError:
-            broken_pipe = True
-        if stream is not sys.stdout:
-            stream.close()
-    if broken_pipe:
-        _discard_stdout()
-        return ExitCode.BROKEN_PIPE  # nobody reads any more: no summary line either
-    log.info("%d %s: %d with faces (%d faces), %d without a face, %d unreadable%s",
-             sum(counts.values()), noun, counts[Status.OK], faces, counts[Status.NO_FACE], counts[Status.ERROR],
-             "" if out == "-" else f"; results in {out}")
-    if interrupted:
-        log.warning("interrupted: the output holds the %d %s finished so far", writer.count, noun)
-        return ExitCode.INTERRUPTED
-    return ExitCode.INPUT_ERRORS if counts[Status.ERROR] else ExitCode.OK
-
-
-class _TimeProgress:
-    """Moves a progress bar by the position in the current video, in seconds; one bar run per video."""
-
-    def __init__(self) -> None:
-        self.source: str | None = None
-
-    def __call__(self, bar, result) -> None:  # type: ignore[no-untyped-def]
-        if result.source != self.source:
-            self.source = result.source
-            total = result.extra.get("duration_s")
-            bar.bar_format = ("{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]"
-                              if total else "{desc}{n:.1f} s [{elapsed}]")
-            bar.set_description(Path(result.source).name, refresh=False)
-            bar.reset(total=total)
-        if result.time_s is not None and result.time_s > bar.n:
-            bar.update(result.time_s - bar.n)
-
-    def finish(self, bar) -> None:  # type: ignore[no-untyped-def]
-        """Fill the bar when the last video is done: its last sampled frame lies up to 1/fps before the end."""
-        if bar.total:
-            bar.n = bar.total
-            bar.refresh()
-
-
-@app.command(short_help="Faces, expressions and face tracks over time in videos.")
+@app.command(short_help="Faces, expressions and face tracks over time in videos, streams and cameras.")
+@_analysis_command
 def video(
     ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively for video "
-                                                     "suffixes) or - for paths on stdin, one per line.")],
-    out: OutOption = "-",
-    fmt: FormatOption = None,
+                                                     "suffixes), stream URLs (rtsp://, http://, udp://...), "
+                                                     "cameras (camera:0) or - for paths on stdin.")],
+    options: AnalysisOptions,
     fps: Annotated[float | None, typer.Option(help="Analyse at most this many frames per second of video "
                                                    "(default: 5, unless --every is given).",
                                               show_default=False)] = None,
@@ -308,55 +279,52 @@ def video(
     annotate: Annotated[Path | None, typer.Option(help="Write a copy of the video with boxes, track IDs and "
                                                        "expressions to this .mp4 (one per video).",
                                                   dir_okay=False)] = None,
-    model: ModelOption = DEFAULT_MODEL,
-    detector: DetectorOption = DEFAULT_DETECTOR,
-    min_face_size: MinFaceOption = DEFAULT_MIN_FACE_SIZE,
-    threshold: ThresholdOption = None,
-    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
-    precision: PrecisionOption = Precision.AUTO,
-    workers: WorkersOption = None,
-    save_crops: SaveCropsOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary table or info "
-                                                              "messages.")] = False,
+    show: Annotated[bool, typer.Option("--show", help="Show the annotated frames in a window (needs a display "
+                                                      "and OpenCV with window support); q stops.")] = False,
+    duration: Annotated[float | None, typer.Option(min=0.0, show_default=False, help=(
+        "Stop each stream or camera after this many seconds of stream time (default: until it ends)."))] = None,
+    stream_timeout: Annotated[float | None, typer.Option(min=0.0, show_default=False, help=(
+        "Seconds without a frame before a stream or camera counts as stalled: an error row (default: "
+        "10).") )] = None,
+    reconnect: Annotated[int, typer.Option(min=0, help="Times to reopen a stream that stalls or disconnects.")
+                         ] = 0,
 ) -> None:
     """Faces and expressions over time in videos: one row per face per analysed frame, with a track ID."""
-    _setup_logging(quiet)
-    from fer_batch.sources import iter_sources  # noqa: PLC0415
-    from fer_batch.video import VIDEO_SUFFIXES, Sampling, VideoAnalyzer  # noqa: PLC0415
-    from fer_batch.video_outputs import VideoOutputs  # noqa: PLC0415
+    _setup_logging(options.quiet)
+    from fer_batch.annotate import AnnotateSink, ShowSink  # noqa: PLC0415
+    from fer_batch.frames import FrameSource, LiveOptions  # noqa: PLC0415
+    from fer_batch.sinks import ChartSink, TrackSummarySink, default_plot_path  # noqa: PLC0415
+    from fer_batch.video import Sampling  # noqa: PLC0415
 
-    stdin = "-" in inputs
-    items = iter_sources(inputs, suffixes=VIDEO_SUFFIXES)
-    if not stdin:
-        items = list(items)  # names the per-video charts and copies; folder listings are cheap
-    try:  # everything that needs no model is checked before TensorFlow loads
-        output_format = format_for_path(out, fmt)
-        sampling = Sampling.from_options(fps, every)
-        chart = plot_path if plot_path is not None else VideoOutputs.default_plot_path(out) if plot else None
-        outputs = VideoOutputs(plot=chart, smooth_s=smooth, annotate=annotate, summary=summary_path,
-                               sources=None if stdin else [item.source for item in items])  # type: ignore[union-attr]
-        model_path = resolve_model(model)
-        _warn_detector_options(ctx, detector)
-        if smooth > 0 and chart is None:
-            log.warning("--smooth applies to charts only; without --plot or --plot-path it does nothing")
-        if not stdin and not any(item.path for item in items):  # type: ignore[union-attr]
-            results, class_names = _unopenable(items), _model_class_names(model_path)
-        else:
-            analyzer = _analyzer(model_path, detector, min_face_size=min_face_size, threshold=threshold,
-                                 batch_size=batch_size, save_crops=save_crops, precision=precision, workers=workers)
-            log.info("sampling: %s", sampling.describe())
-            results, class_names = outputs.run(VideoAnalyzer(analyzer, sampling), items), analyzer.class_names
+    try:
+        source = FrameSource(inputs, video=True, sampling=Sampling.from_options(fps, every),
+                             all_frames=annotate is not None or show, workers=options.workers,
+                             live=LiveOptions(stream_timeout, reconnect, duration))
     except FerBatchError as exc:
         raise _fail(exc) from None
-    code = _run_and_write(results, out, output_format, class_names, progress=_show_progress(quiet),
-                          total=None, unit="s", video=True, advance=_TimeProgress(), noun="frame(s)")
-    results.close()  # after Ctrl-C or a closed pipe: finishes the chart of the video that was cut short
-    table = outputs.finish()
-    if summary_path is not None and not quiet and code != ExitCode.BROKEN_PIPE:
-        typer.echo(table, err=True)  # the summaries were asked for; a run without --summary ends on one log line
-    if outputs.failures and code == ExitCode.OK:
-        code = ExitCode.INPUT_ERRORS
-    raise typer.Exit(int(code))
+    names = [item.source for item in source.items] if source.items is not None else None
+    chart = plot_path if plot_path is not None else default_plot_path(options.out) if plot else None
+    if smooth > 0 and chart is None:
+        log.warning("--smooth applies to charts only; without --plot or --plot-path it does nothing")
+    if source.items is not None and not any(item.live for item in source.items):
+        ignored = [f"--{name.replace('_', '-')}" for name in ("duration", "stream_timeout", "reconnect")
+                   if _given(ctx, name)]
+        if ignored:
+            log.warning("%s only for stream URLs and cameras; ignored for video files", ", ".join(ignored))
+
+    def outputs(class_names: tuple[str, ...]) -> list[Sink]:
+        sinks: list[Sink] = []
+        if chart is not None:
+            sinks.append(ChartSink(chart, class_names, sources=names, smooth_s=smooth))
+        if summary_path is not None:
+            sinks.append(TrackSummarySink(summary_path, class_names))
+        if annotate is not None:
+            sinks.append(AnnotateSink(annotate, class_names, sources=names))
+        if show:
+            sinks.append(ShowSink(class_names))
+        return sinks
+
+    _run_command(ctx, options, source, video=True, outputs=outputs)
 
 
 @app.command(short_help="Train an expression classifier on a folder dataset.")

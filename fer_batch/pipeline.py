@@ -1,13 +1,16 @@
-"""The images pipeline: sources -> read -> detect -> crop -> classify in batches -> records.
+"""The analysis: frames -> detect -> crop -> classify in batches -> records.
 
-:class:`Analyzer` is the Python API behind ``fer-batch images`` (and the
-building block of the video pipeline). Images are processed in chunks, with
-every core busy (``workers`` threads, default: the usable CPUs): images are
-decoded by a pool of reader threads two chunks ahead, the images of a chunk
-are detected in parallel (one detector per thread; OpenCV releases the GIL),
-and the next chunk's detection runs while the current chunk's face crops go
-through the classifier together. Results still come out in input order, and
-at most three chunks are in memory at once, whatever the folder's size.
+:class:`Analyzer` is the Python API behind ``fer-batch images`` and the
+detection and classification stage of ``fer-batch video``. It takes the events
+of a :class:`~fer_batch.frames.FrameSource` in chunks, with every core busy
+(``workers`` threads, default: the usable CPUs): the frames of a chunk are
+detected in parallel (one detector per thread; OpenCV releases the GIL), and
+the next chunk's detection runs while the current chunk's face crops go
+through the classifier together. Results come out in input order, and at most
+three chunks are in memory at once, whatever the number of inputs.
+
+A frame whose detection or classification raises gets an ``error`` record
+with the reason, and the rest of its chunk goes on.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import cv2
 import numpy as np
@@ -26,28 +29,65 @@ import numpy as np
 from fer_batch.classify import DEFAULT_BATCH_SIZE, EmotionClassifier
 from fer_batch.crops import square_crop
 from fer_batch.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, FaceDetector, detects_per_image, make_detector
-from fer_batch.errors import InputError
+from fer_batch.frames import Analysed, Event, Frame, FrameError, FrameSource, Outcome, SourceEnd
 from fer_batch.models import resolve_model
 from fer_batch.records import Detection, FaceResult, FrameResult, Status
 from fer_batch.runtime import usable_cpus
-from fer_batch.sources import SourceItem, file_slug, iter_sources, read_image
+from fer_batch.sources import SourceItem, file_slug
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK = 16  # images decoded and detected per step; bounds memory whatever the folder size
+DEFAULT_CHUNK = 16  # photos decoded and detected per step; bounds memory whatever the folder size
+
+
+class Chunking(Protocol):
+    """Splits a stream of events into the chunks that are detected and classified together."""
+
+    def split(self, events: Iterable[Event]) -> Iterator[list[Event]]: ...
+
+
+@dataclass(frozen=True)
+class GrowingChunks:
+    """Photos: chunks of 2, 4, 8... up to ``size`` photos, so the first rows and the progress bar come at once."""
+
+    size: int = DEFAULT_CHUNK
+
+    def split(self, events: Iterable[Event]) -> Iterator[list[Event]]:
+        chunk: list[Event] = []
+        frames = 0
+        limit = min(2, self.size)
+        for event in events:
+            chunk.append(event)
+            frames += isinstance(event, Frame) and event.analyse
+            if frames >= limit and isinstance(event, SourceEnd):  # a photo's end closes the chunk it is in
+                yield chunk
+                chunk, frames, limit = [], 0, min(2 * limit, self.size)
+        if chunk:
+            yield chunk
+
+
+def _frame_name(source: str, face: int, frame: int | None = None) -> str:
+    stem = file_slug(source, "input")
+    return f"{stem}_f{frame:06d}_face{face}.png" if frame is not None else f"{stem}_face{face}.png"
 
 
 @dataclass
 class _Chunk:
-    """Images read for one step of the pipeline (or the reason each could not be), and their detections."""
+    """Events of one step of the analysis, and the detection of each of its frames to analyse (in order)."""
 
-    loaded: list[tuple[SourceItem, np.ndarray | None, str | None]]
-    detections: list[Future[list[Detection]]]  # one per image that was read, in order
+    events: list[Event]
+    detections: list[Future[list[Detection]]]
+
+    @property
+    def live(self) -> bool:
+        return any(isinstance(e, Frame) and e.stream is not None and e.stream.live for e in self.events)
 
 
-def _crop_name(source: str, face: int, frame: int | None = None) -> str:
-    stem = file_slug(source, "input")
-    return f"{stem}_f{frame:06d}_face{face}.png" if frame is not None else f"{stem}_face{face}.png"
+def _frame_record(frame: Frame, status: Status, faces: Sequence[FaceResult] = (),
+                  error: str | None = None) -> FrameResult:
+    extra = {"duration_s": frame.stream.duration_s} if frame.stream is not None else {}
+    return FrameResult(source=frame.source, status=status, faces=tuple(faces), error=error, width=frame.width,
+                       height=frame.height, frame=frame.index, time_s=frame.time_s, extra=extra)
 
 
 class Analyzer:
@@ -58,7 +98,7 @@ class Analyzer:
     loads the model (a classifier passed in keeps its own), and so does
     ``precision`` (auto, float32 or int8; see :class:`EmotionClassifier`).
 
-    >>> analyzer = Analyzer()                              # shipped model, MTCNN
+    >>> analyzer = Analyzer()                              # shipped model, YuNet
     >>> for result in analyzer.analyze_paths(["photos/"]):  # doctest: +SKIP
     ...     print(result.source, [f.emotion for f in result.faces])
     """
@@ -168,8 +208,7 @@ class Analyzer:
                               confidence=float(p[top]), probabilities={n: float(v) for n, v in zip(names_, p)})
             results[i].append(face)
             if self.save_crops is not None:
-                name = _crop_name(names[i] if names else f"image{i}", face.face,
-                                  frames[i] if frames else None)
+                name = _frame_name(names[i] if names else f"image{i}", face.face, frames[i] if frames else None)
                 cv2.imwrite(str(self.save_crops / name), crop)
         return results
 
@@ -180,98 +219,93 @@ class Analyzer:
         return FrameResult(source=source, status=Status.OK if faces else Status.NO_FACE, faces=tuple(faces),
                            width=w, height=h)
 
-    # -- files ----------------------------------------------------------------------------------------
+    # -- streams of frames ----------------------------------------------------------------------------
 
-    def analyze_items(self, items: Iterable[SourceItem]) -> Iterator[FrameResult]:
-        """Results for source items, in order, one per item; a bad item yields a ``status=error`` record.
+    def analyze_frames(self, events: Iterable[Event], chunking: Chunking | None = None) -> Iterator[Outcome]:
+        """The events of a frame source, analysed, in order.
 
-        Three stages overlap: reading (``workers`` threads, up to two chunks ahead), detection of one chunk,
-        and classification of the chunk before it. Chunks start small and double up to ``chunk_size``, so the
-        first results (and the progress bar) come at once.
+        Yields an :class:`~fer_batch.frames.Analysed` (record and frame) for each frame to analyse and for each
+        :class:`~fer_batch.frames.FrameError`, and passes the other frames and the
+        :class:`~fer_batch.frames.SourceEnd` markers along. Detection of one chunk overlaps classification of the
+        one before it; a chunk of a live input is finished at once, so its rows are not held back.
         """
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fer-read") as pool:
-            reads: list[tuple[SourceItem, Future[np.ndarray] | None]] = []
-            iterator = iter(items)
-            exhausted = False
-            size = min(2, self.chunk_size)
-            detecting: _Chunk | None = None
-            while True:
-                while not exhausted and len(reads) < 2 * self.chunk_size:
-                    item = next(iterator, None)
-                    if item is None:
-                        exhausted = True
-                        break
-                    reads.append((item, pool.submit(read_image, item.path) if item.path is not None else None))
-                chunk = None
-                if reads:
-                    batch, reads = reads[:size], reads[size:]
-                    size = min(2 * size, self.chunk_size)
-                    chunk = self._start_chunk(batch)
-                if detecting is not None:
-                    yield from self._finish_chunk(detecting)
-                if chunk is None:
-                    return
-                detecting = chunk
+        waiting: _Chunk | None = None
+        for part in (chunking or GrowingChunks(self.chunk_size)).split(events):
+            chunk = self._start_chunk(part)
+            if waiting is not None:
+                yield from self._finish_chunk(waiting)
+                waiting = None
+            if chunk.live:
+                yield from self._finish_chunk(chunk)
+            else:
+                waiting = chunk
+        if waiting is not None:
+            yield from self._finish_chunk(waiting)
 
-    def _start_chunk(self, batch: list[tuple[SourceItem, Future[np.ndarray] | None]]) -> _Chunk:
-        """Wait for a chunk's images and start their detection."""
-        loaded: list[tuple[SourceItem, np.ndarray | None, str | None]] = []
-        for item, future in batch:
-            if future is None:
-                loaded.append((item, None, item.error or "cannot open"))
-                continue
-            try:
-                loaded.append((item, future.result(), None))
-            except InputError as exc:
-                loaded.append((item, None, str(exc)))
-            except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
-                loaded.append((item, None, f"{type(exc).__name__}: {exc}"))
-        images = [img for _, img, _ in loaded if img is not None]
-        return _Chunk(loaded, self._detect_later(images))
+    def _start_chunk(self, events: list[Event]) -> _Chunk:
+        images = [e.image for e in events if isinstance(e, Frame) and e.analyse]
+        return _Chunk(events, self._detect_later(images))
 
-    def _finish_chunk(self, chunk: _Chunk) -> list[FrameResult]:
-        """Classify a detected chunk; an image whose detection or classification failed gets an error row."""
-        errors = {n: err for n, (_, img, err) in enumerate(chunk.loaded) if img is None}
-        detected: list[tuple[int, SourceItem, np.ndarray, list[Detection]]] = []
-        for (n, (item, img, _)), future in zip(((n, x) for n, x in enumerate(chunk.loaded) if n not in errors),
-                                               chunk.detections):
+    def _finish_chunk(self, chunk: _Chunk) -> list[Outcome]:
+        """Classify a detected chunk; a frame whose detection or classification failed gets an error record."""
+        frames = [e for e in chunk.events if isinstance(e, Frame) and e.analyse]
+        records: dict[int, FrameResult] = {}  # by id() of the frame
+        detected: list[tuple[Frame, list[Detection]]] = []
+        for frame, future in zip(frames, chunk.detections):
             try:
-                detected.append((n, item, img, future.result()))  # type: ignore[arg-type] - read fine
-            except Exception as exc:  # noqa: BLE001 - this image only
-                errors[n] = f"face detection failed: {type(exc).__name__}: {exc}"
-        done: dict[int, FrameResult] = {}
-        for (n, item, img, _), faces in zip(detected, self._classify_isolated(detected)):
+                detected.append((frame, future.result()))
+            except Exception as exc:  # noqa: BLE001 - this frame only
+                records[id(frame)] = self._failed(frame, f"face detection failed: {type(exc).__name__}: {exc}")
+        for (frame, _), faces in zip(detected, self._classify_isolated(detected)):
             if isinstance(faces, str):
-                errors[n] = faces
-                continue
-            h, w = img.shape[:2]
-            done[n] = FrameResult(source=item.source, status=Status.OK if faces else Status.NO_FACE,
-                                  faces=tuple(faces), width=w, height=h)
-        for n, reason in sorted(errors.items()):
-            source = chunk.loaded[n][0].source
-            log.warning("%s: %s", source, reason)
-            done[n] = FrameResult(source=source, status=Status.ERROR, error=reason)
-        return [done[n] for n in range(len(chunk.loaded))]
+                records[id(frame)] = self._failed(frame, faces)
+            else:
+                records[id(frame)] = _frame_record(frame, Status.OK if faces else Status.NO_FACE, faces)
+        out: list[Outcome] = []
+        for event in chunk.events:
+            if isinstance(event, FrameError):
+                out.append(Analysed(event.to_result()))
+            elif isinstance(event, Frame) and event.analyse:
+                out.append(Analysed(records[id(event)], event))
+            else:
+                out.append(event)
+        return out
 
-    def _classify_isolated(
-        self, found: list[tuple[int, SourceItem, np.ndarray, list[Detection]]],
-    ) -> list[list[FaceResult] | str]:
-        """Faces per image, all in one classifier batch; if the batch fails, image by image (a reason for each
-        image that fails on its own)."""
+    @staticmethod
+    def _failed(frame: Frame, reason: str) -> FrameResult:
+        where = f" (frame {frame.index})" if frame.index is not None else ""
+        log.warning("%s%s: %s", frame.source, where, reason)
+        return _frame_record(frame, Status.ERROR, error=reason)
+
+    def _classify_isolated(self, found: list[tuple[Frame, list[Detection]]]) -> list[list[FaceResult] | str]:
+        """Faces per frame, all in one classifier batch; if the batch fails, frame by frame (a reason for each
+        frame that fails on its own)."""
         if not found:
             return []
         try:
-            return list(self.classify([img for _, _, img, _ in found], [d for *_, d in found],
-                                      [it.source for _, it, _, _ in found]))
-        except Exception:  # noqa: BLE001 - find the image that causes it; the others go on
+            return list(self.classify([f.image for f, _ in found], [d for _, d in found],
+                                      [f.source for f, _ in found], [f.index for f, _ in found]))
+        except Exception:  # noqa: BLE001 - find the frame that causes it; the others go on
             out: list[list[FaceResult] | str] = []
-            for _, item, img, dets in found:
+            for frame, dets in found:
                 try:
-                    out.append(self.classify([img], [dets], [item.source])[0])
-                except Exception as exc:  # noqa: BLE001 - this image only
+                    out.append(self.classify([frame.image], [dets], [frame.source], [frame.index])[0])
+                except Exception as exc:  # noqa: BLE001 - this frame only
                     out.append(f"classification failed: {type(exc).__name__}: {exc}")
             return out
 
+    # -- files ----------------------------------------------------------------------------------------
+
+    def analyze_source(self, source: FrameSource) -> Iterator[FrameResult]:
+        """One record per photo of a frame source, in input order (a bad photo gets an ``error`` record)."""
+        for outcome in self.analyze_frames(source):
+            if isinstance(outcome, Analysed):
+                yield outcome.result
+
+    def analyze_items(self, items: Iterable[SourceItem]) -> Iterator[FrameResult]:
+        """Results for source items, in order, one per item; a bad item yields a ``status=error`` record."""
+        return self.analyze_source(FrameSource.of_items(items, workers=self.workers))
+
     def analyze_paths(self, inputs: Iterable[str | Path], stdin: TextIO | None = None) -> Iterator[FrameResult]:
         """Files, folders (recursive) and ``-`` (paths on stdin) to results, in input order."""
-        return self.analyze_items(iter_sources(inputs, stdin=stdin))
+        return self.analyze_source(FrameSource(inputs, workers=self.workers, stdin=stdin))

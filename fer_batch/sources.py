@@ -1,9 +1,9 @@
-"""Input discovery and image reading: files, folders (recursive) and ``-`` (paths on stdin).
+"""Input discovery and image reading: files, folders (recursive), ``-`` (paths on stdin), stream URLs, cameras.
 
 This is the only module that reads image files. Each input becomes a
 :class:`SourceItem`; reading it yields a decoded BGR image or raises
 :class:`~fer_batch.errors.InputError` with a one-line reason, so one bad file
-never ends a run.
+never ends a run. :class:`fer_batch.frames.FrameSource` turns items into frames.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import cv2
 import numpy as np
 
 from fer_batch.errors import InputError
+
+if TYPE_CHECKING:
+    from fer_batch.streams import LiveTarget
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 STDIN = "-"
@@ -33,12 +36,14 @@ class SourceItem:
     on the command line, or ``<folder>/<path relative to the folder>`` for a
     file found in a folder, so equal file names in different folders stay
     distinct. ``error`` is set for an input that cannot even be opened (a
-    missing path, an empty folder); it still appears in the output.
+    missing path, an empty folder); it still appears in the output. ``live``
+    is set for a stream URL or a camera (then ``path`` is None).
     """
 
     source: str
     path: Path | None
     error: str | None = None
+    live: LiveTarget | None = None
 
 
 def file_slug(text: str, default: str) -> str:
@@ -66,17 +71,27 @@ def iter_sources(
     *,
     suffixes: frozenset[str] = IMAGE_SUFFIXES,
     stdin: TextIO | None = None,
+    live: bool = False,
 ) -> Iterator[SourceItem]:
     """Expand inputs into items, in order: files as given, folders recursively and sorted, ``-`` from stdin.
 
     A file named explicitly is taken whatever its suffix (reading it decides);
     folders contribute only files with one of ``suffixes`` (case-insensitive).
+    With ``live``, stream URLs (``rtsp://``, ``http://``...) and cameras
+    (``camera:0``) become live items; a malformed camera name is a UsageError.
     """
     for raw in inputs:
         text = str(raw)
         if text == STDIN:
-            yield from iter_sources(_stdin_paths(stdin or sys.stdin), suffixes=suffixes)
+            yield from iter_sources(_stdin_paths(stdin or sys.stdin), suffixes=suffixes, live=live)
             continue
+        if live and _looks_live(text):
+            from fer_batch.streams import live_target  # noqa: PLC0415 - only for live inputs
+
+            target = live_target(text)
+            if target is not None:
+                yield SourceItem(source=target.display, path=None, live=target)
+                continue
         path = Path(text).expanduser()
         if path.is_dir():
             files = _walk_folder(path, suffixes)
@@ -91,6 +106,11 @@ def iter_sources(
             yield SourceItem(source=text, path=None, error="not a regular file or folder")
         else:
             yield SourceItem(source=text, path=None, error="no such file or folder")
+
+
+def _looks_live(text: str) -> bool:
+    """A URL scheme or ``camera:`` prefix: worth asking :func:`fer_batch.streams.live_target`."""
+    return "://" in text or text.lower().startswith("camera:")
 
 
 def to_bgr8(image: np.ndarray) -> np.ndarray:

@@ -19,19 +19,18 @@ from __future__ import annotations
 import logging
 import math
 import os
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Self, TextIO, TypeVar
+from typing import TYPE_CHECKING, Self, TextIO
 
 import cv2
 import numpy as np
 
 from fer_batch.errors import InputError, UsageError
+from fer_batch.frames import Analysed, Event, Frame, FrameSource, LiveOptions, Outcome, SourceEnd
 from fer_batch.records import FrameResult, Status
-from fer_batch.sources import SourceItem, image_kind, iter_sources
+from fer_batch.sources import SourceItem, image_kind
 from fer_batch.tracking import IouTracker, Tracker
 
 if TYPE_CHECKING:
@@ -48,7 +47,10 @@ TIME_TOLERANCE_S = 0.001  # decoder times are rounded to the stream's time base
 EARLY_END_FRACTION = 0.9  # a file that stops before this share of its announced length...
 EARLY_END_MIN_S = 1.0  # ...and more than this many seconds short is reported as truncated
 CHUNK_PIXELS = 8 * 1920 * 1080  # pixels per detection batch: 8 frames of 1080p, all 16 of 720p or less
-PREFETCH_FRAMES = 2 * DEFAULT_VIDEO_CHUNK  # decoded frames waiting for analysis; bounds memory
+# Frames held in one chunk, analysed or passed along (--annotate): 16 frames of 1080p, 100 MB. Bounds memory
+# when every frame is kept for the annotated copy; the chunk then closes before it has its analysed frames.
+HELD_PIXELS = 16 * 1920 * 1080
+LIVE_CHUNK = 2  # sampled frames of a live input analysed together: its rows are not held back
 # Scene cuts end all face tracks. Bhattacharyya distance between colour histograms of consecutive sampled
 # frames: 0.37-0.45 at the cuts of the developer clips, at most 0.2 for motion and lighting within a shot.
 SCENE_CUT_DISTANCE = 0.3
@@ -127,11 +129,15 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    """One decoded frame: its index in decode order (failed frames included), decoder time, BGR pixels."""
+    """One decoded frame: its index in decode order (failed frames included), decoder time, BGR pixels.
+
+    ``sampled`` is False for a frame that the sampling skips, yielded only when every frame is asked for.
+    """
 
     index: int
     time_s: float
     image: np.ndarray
+    sampled: bool = True
 
 
 def _quiet_decoder_logs() -> None:
@@ -190,10 +196,11 @@ class VideoReader:
         self.failed_frames = 0
         self.last_time_s: float | None = None
 
-    def frames(self, sampling: Sampling | None = None) -> Iterator[DecodedFrame]:
+    def frames(self, sampling: Sampling | None = None, *, all_frames: bool = False) -> Iterator[DecodedFrame]:
         """Decoded frames in presentation order; only the sampled ones are converted and yielded.
 
-        ``sampling=None`` yields every frame. Can be iterated once.
+        ``sampling=None`` yields every frame; with ``all_frames`` the frames that ``sampling`` skips are
+        yielded too, marked ``sampled=False`` (for an annotated copy). Can be iterated once.
         """
         sampler = _Sampler(sampling or Sampling(fps=None, every=1))
         index = 0  # position in the stream, counting frames that failed to decode
@@ -214,13 +221,14 @@ class VideoReader:
             self.last_time_s = time_s
             self.decoded_frames += 1
             current, index = index, index + 1
-            if not sampler.take(current, time_s):
+            sampled = sampler.take(current, time_s)
+            if not (sampled or all_frames):
                 continue
             ok, image = self._cap.retrieve()
             if not ok or image is None or image.size == 0:
                 self.failed_frames += 1
                 continue
-            yield DecodedFrame(current, time_s, image)
+            yield DecodedFrame(current, time_s, image, sampled)
 
     @property
     def ended_early(self) -> bool:
@@ -241,51 +249,6 @@ class VideoReader:
         self.close()
 
 
-T = TypeVar("T")
-
-
-def _prefetched(source: Iterator[T], maxsize: int) -> Iterator[T]:
-    """Run ``source`` in a background thread, ``maxsize`` items ahead (decoding overlaps analysis).
-
-    OpenCV releases the GIL while it decodes. Closing the returned generator
-    stops the thread before it returns, so the caller may release the decoder.
-    """
-    items: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=maxsize)
-    stop = threading.Event()
-
-    def put(kind: str, value: object) -> bool:
-        while not stop.is_set():
-            try:
-                items.put((kind, value), timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in source:
-                if not put("item", item):
-                    return
-            put("end", None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            put("error", exc)
-
-    thread = threading.Thread(target=work, name="fer-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = items.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value  # type: ignore[misc]
-            yield value  # type: ignore[misc]
-    finally:
-        stop.set()
-        thread.join()
-
-
 def frame_signature(image: np.ndarray) -> np.ndarray:
     """A normalised HSV colour histogram of a thumbnail: cheap, and stable under motion within a shot."""
     small = cv2.resize(image, (160, 90), interpolation=cv2.INTER_AREA)
@@ -301,24 +264,6 @@ def is_scene_cut(previous: np.ndarray | None, current: np.ndarray) -> bool:
     return float(cv2.compareHist(previous, current, cv2.HISTCMP_BHATTACHARYYA)) > SCENE_CUT_DISTANCE
 
 
-def _chunks(frames: Iterator[DecodedFrame], size: int) -> Iterator[list[DecodedFrame]]:
-    """Lists of ``size`` frames; the last few frames in power-of-two lists (16, then 8, 4, 2, 1).
-
-    TensorFlow prepares the detector once per batch shape, which takes seconds at 1080p: a video
-    whose length leaves any remainder would otherwise add a new shape for each remainder.
-    """
-    chunk: list[DecodedFrame] = []
-    for frame in frames:
-        chunk.append(frame)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    while chunk:
-        step = 1 << (len(chunk).bit_length() - 1)
-        yield chunk[:step]
-        chunk = chunk[step:]
-
-
 def chunk_size_for(width: int, height: int, limit: int = DEFAULT_VIDEO_CHUNK) -> int:
     """Frames per detection batch for a frame size: ``limit`` up to 720p, fewer for larger frames.
 
@@ -330,19 +275,67 @@ def chunk_size_for(width: int, height: int, limit: int = DEFAULT_VIDEO_CHUNK) ->
     return max(1, min(limit, CHUNK_PIXELS // (width * height)))
 
 
-def _error(source: str, reason: str) -> FrameResult:
-    log.warning("%s: %s", source, reason)
-    return FrameResult(source=source, status=Status.ERROR, error=reason)
+def _power_of_two_pieces(chunk: list[Event]) -> Iterator[list[Event]]:
+    """A chunk cut into pieces of 8, 4, 2, 1 analysed frames (the other events stay in order between them).
+
+    TensorFlow prepares MTCNN once per batch shape, which takes seconds at 1080p: a video whose length leaves
+    any remainder would otherwise add a new shape for each remainder.
+    """
+    left = sum(isinstance(e, Frame) and e.analyse for e in chunk)
+    piece: list[Event] = []
+    frames = 0
+    target = 1 << (left.bit_length() - 1) if left else 0
+    for event in chunk:
+        piece.append(event)
+        if isinstance(event, Frame) and event.analyse:
+            frames += 1
+            if frames == target:
+                left -= frames
+                yield piece
+                piece, frames = [], 0
+                target = 1 << (left.bit_length() - 1) if left else 0
+    if piece:
+        yield piece
+
+
+@dataclass(frozen=True)
+class VideoChunks:
+    """Video frames in chunks of up to ``size`` analysed frames (fewer for large frames, see
+    :func:`chunk_size_for`; :data:`LIVE_CHUNK` for live inputs), the end of each video in power-of-two pieces.
+    A chunk also closes when the frames it holds (passed-along ones included) reach :data:`HELD_PIXELS`.
+    """
+
+    size: int = DEFAULT_VIDEO_CHUNK
+
+    def split(self, events: Iterable[Event]) -> Iterator[list[Event]]:
+        chunk: list[Event] = []
+        frames = held = 0
+        for event in events:
+            chunk.append(event)
+            if isinstance(event, Frame):
+                held += event.width * event.height
+                frames += event.analyse
+                live = event.stream is not None and event.stream.live
+                limit = LIVE_CHUNK if live else chunk_size_for(event.width, event.height, self.size)
+                if frames >= limit or held >= HELD_PIXELS:
+                    yield chunk
+                    chunk, frames, held = [], 0, 0
+            elif isinstance(event, SourceEnd):
+                yield from _power_of_two_pieces(chunk)
+                chunk, frames, held = [], 0, 0
+        if chunk:
+            yield from _power_of_two_pieces(chunk)
 
 
 class VideoAnalyzer:
-    """Faces, expressions and face tracks over time, for video files.
+    """Faces, expressions and face tracks over time, for video files and live inputs.
 
     Wraps an :class:`~fer_batch.pipeline.Analyzer` (model + detector): sampled
-    frames are gathered into chunks and each chunk is detected and classified
-    in one batch. Yields one :class:`~fer_batch.records.FrameResult` per
-    sampled frame (``frame``, ``time_s`` set; each face has a ``track``), and
-    one ``status=error`` record for a video that cannot be read. Each record's
+    frames are gathered into chunks (:class:`VideoChunks`) and each chunk is
+    detected and classified in one batch; then each face gets a track ID.
+    Yields one :class:`~fer_batch.records.FrameResult` per sampled frame
+    (``frame``, ``time_s`` set; each face has a ``track``), and one
+    ``status=error`` record for a video that cannot be read. Each record's
     ``extra["duration_s"]`` holds the video's announced length, for progress.
     With ``scene_cuts`` (default), tracks end at a cut between shots.
     """
@@ -357,7 +350,7 @@ class VideoAnalyzer:
         scene_cuts: bool = True,
     ) -> None:
         if analyzer is None:
-            from fer_batch.pipeline import Analyzer  # noqa: PLC0415 - loads TensorFlow
+            from fer_batch.pipeline import Analyzer  # noqa: PLC0415 - loads the model
 
             analyzer = Analyzer()
         self.analyzer = analyzer
@@ -370,58 +363,58 @@ class VideoAnalyzer:
     def class_names(self) -> tuple[str, ...]:
         return self.analyzer.class_names
 
+    def analyze_frames(self, events: Iterable[Event]) -> Iterator[Outcome]:
+        """The events of a frame source, analysed and tracked, in order (see ``Analyzer.analyze_frames``)."""
+        outcomes = self.analyzer.analyze_frames(events, VideoChunks(self.chunk_size))
+        return self._tracked(outcomes)
+
+    def _tracked(self, outcomes: Iterator[Outcome]) -> Iterator[Outcome]:
+        """Track IDs on the faces of each analysed frame; a new tracker for each input, and at scene cuts."""
+        tracker: Tracker | None = None
+        signature: np.ndarray | None = None
+        try:
+            for outcome in outcomes:
+                if isinstance(outcome, SourceEnd):
+                    tracker, signature = None, None
+                elif isinstance(outcome, Analysed) and outcome.frame is not None \
+                        and outcome.result.status is not Status.ERROR and outcome.result.time_s is not None:
+                    frame, result = outcome.frame, outcome.result
+                    if tracker is None:
+                        tracker = self.tracker_factory()
+                    if self.scene_cuts:
+                        previous, signature = signature, frame_signature(frame.image)
+                        if is_scene_cut(previous, signature):
+                            log.debug("%s: scene cut at %.2f s", frame.source, result.time_s)
+                            tracker.reset()
+                    ids = tracker.update([face.box for face in result.faces], result.time_s)
+                    faces = tuple(replace(face, track=track) for face, track in zip(result.faces, ids))
+                    outcome = Analysed(replace(result, faces=faces), frame)
+                yield outcome
+        finally:
+            outcomes.close()  # type: ignore[attr-defined] - a generator: stops the decoding threads
+
+    def source(self, inputs: Iterable[str | Path], **options: object) -> FrameSource:
+        """A frame source of videos with this analyzer's sampling (options as :class:`FrameSource`'s)."""
+        return FrameSource(inputs, video=True, sampling=self.sampling, workers=self.analyzer.workers,
+                           **options)  # type: ignore[arg-type]
+
+    def _records(self, source: FrameSource) -> Iterator[FrameResult]:
+        for outcome in self.analyze_frames(source):
+            if isinstance(outcome, Analysed):
+                yield outcome.result
+
     def analyze_video(self, path: str | Path, source: str | None = None) -> Iterator[FrameResult]:
         """Records for one video file, in time order; a bad file yields one ``status=error`` record."""
-        source = str(path) if source is None else source
-        try:
-            reader = VideoReader(path)
-        except InputError as exc:
-            yield _error(source, str(exc))
-            return
-        with reader:
-            info = reader.info
-            extra = {"duration_s": info.duration_hint_s}
-            log.debug("%s: %dx%d, %s fps, ~%s frames, rotation %d", source, info.width, info.height,
-                      info.nominal_fps, info.frame_count_hint, info.rotation)
-            tracker = self.tracker_factory()
-            signature: np.ndarray | None = None
-            frames = _prefetched(reader.frames(self.sampling), PREFETCH_FRAMES)
-            try:
-                for chunk in _chunks(frames, chunk_size_for(info.width, info.height, self.chunk_size)):
-                    faces_per_frame = self.analyzer.analyze_arrays(
-                        [f.image for f in chunk], [source] * len(chunk), [f.index for f in chunk])
-                    for frame, faces in zip(chunk, faces_per_frame):
-                        if self.scene_cuts:
-                            previous, signature = signature, frame_signature(frame.image)
-                            if is_scene_cut(previous, signature):
-                                log.debug("%s: scene cut at %.2f s", source, frame.time_s)
-                                tracker.reset()
-                        ids = tracker.update([face.box for face in faces], frame.time_s)
-                        tracked = tuple(replace(face, track=track) for face, track in zip(faces, ids))
-                        height, width = frame.image.shape[:2]
-                        yield FrameResult(source=source, status=Status.OK if tracked else Status.NO_FACE,
-                                          faces=tracked, width=width, height=height, frame=frame.index,
-                                          time_s=frame.time_s, extra=extra)
-            finally:
-                frames.close()  # stops the decoding thread before the reader is released
-            if reader.failed_frames:
-                log.warning("%s: %d frame(s) could not be decoded and were skipped", source, reader.failed_frames)
-            if reader.decoded_frames == 0:
-                yield _error(source, "no frame could be decoded: a zero-length or corrupt video")
-            elif reader.ended_early:
-                announced = info.duration_hint_s or 0.0
-                yield _error(source, f"decoding stopped at {reader.last_time_s:.1f} s of the {announced:.1f} s the "
-                                     "file announces: truncated or corrupt (the rows before this one are valid)")
+        item = SourceItem(str(path) if source is None else source, Path(path))
+        return self.analyze_items([item])
 
     def analyze_items(self, items: Iterable[SourceItem]) -> Iterator[FrameResult]:
         """Records for source items, video after video, in input order."""
-        for item in items:
-            if item.path is None:
-                yield _error(item.source, item.error or "cannot open")
-                continue
-            yield from self.analyze_video(item.path, item.source)
+        return self._records(FrameSource.of_items(items, video=True, sampling=self.sampling,
+                                                  workers=self.analyzer.workers))
 
-    def analyze_paths(self, inputs: Iterable[str | Path], stdin: TextIO | None = None) -> Iterator[FrameResult]:
-        """Files, folders (searched recursively for video suffixes) and ``-`` (paths on stdin) to records."""
-        return self.analyze_items(iter_sources(inputs, suffixes=VIDEO_SUFFIXES, stdin=stdin))
-
+    def analyze_paths(self, inputs: Iterable[str | Path], stdin: TextIO | None = None,
+                      live: LiveOptions | None = None) -> Iterator[FrameResult]:
+        """Files, folders (searched recursively for video suffixes), ``-`` (paths on stdin), stream URLs and
+        cameras (``camera:0``) to records."""
+        return self._records(self.source(inputs, stdin=stdin, live=live))

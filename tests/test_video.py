@@ -370,12 +370,16 @@ def test_scene_cut_ends_tracks(classifier, tmp_path: Path) -> None:
 
 
 def test_annotated_copy_has_boxes_labels_size_and_rate(classifier, tmp_path: Path) -> None:
-    from fer_batch.annotate import write_annotated
+    """The copy is drawn on the frames as they pass through the run: the video is decoded once."""
+    from fer_batch.annotate import AnnotateSink
+    from fer_batch.run import run
 
     path = write_video(tmp_path / "v.mp4", 30, fps=10, draw=moving_squares)
     analyzer = video_analyzer(classifier, Sampling(fps=2))
-    results = list(analyzer.analyze_video(path))
-    out = write_annotated(path, tmp_path / "out" / "annotated.mp4", results, analyzer.class_names)
+    out = tmp_path / "out" / "annotated.mp4"
+    summary = run(analyzer.source([path], all_frames=True), analyzer,
+                  [AnnotateSink(out, analyzer.class_names, sources=[str(path)])])
+    assert summary.exit_code == 0 and summary.records == 6  # 3 s analysed at 2 frames per second
     cap = cv2.VideoCapture(str(out))
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10)
     frames = []
@@ -394,25 +398,42 @@ def test_annotated_copy_has_boxes_labels_size_and_rate(classifier, tmp_path: Pat
     assert not list((tmp_path / "out").glob("*.partial*"))
 
 
+def test_annotating_passes_every_frame_but_analyses_only_the_sampled_ones(classifier, tmp_path: Path) -> None:
+    from fer_batch.frames import Analysed, Frame
+
+    path = write_video(tmp_path / "v.mp4", 20, fps=10, draw=moving_squares)
+    analyzer = video_analyzer(classifier, Sampling(fps=2))
+    outcomes = list(analyzer.analyze_frames(analyzer.source([path], all_frames=True)))
+    analysed = [o.frame.index for o in outcomes if isinstance(o, Analysed) and o.frame is not None]
+    passed = [o.index for o in outcomes if isinstance(o, Frame)]
+    assert analysed == [0, 5, 10, 15] and sorted(analysed + passed) == list(range(20))
+    indexes = [o.frame.index if isinstance(o, Analysed) else o.index for o in outcomes[:-1]]
+    assert indexes == list(range(20))  # in stream order, the source's end last
+
+
 # -- per-video outputs ---------------------------------------------------------------------------------
 
 
-def test_output_names_never_collide() -> None:
-    from fer_batch.video_outputs import VideoOutputs, video_names
+def test_output_names_never_collide(tmp_path: Path) -> None:
+    from fer_batch.annotate import AnnotateSink
+    from fer_batch.sinks import ChartSink, PerVideoPaths, TrackSummarySink, default_plot_path, video_names
 
     assert video_names(["a/x.mp4", "b/y.mov"]) == {"a/x.mp4": "x", "b/y.mov": "y"}
     clash = video_names(["a/x.mp4", "b/x.mp4"])
     assert len(set(clash.values())) == 2
-    one = VideoOutputs(plot=Path("res.png"), annotate=Path("ann.mp4"), sources=["clips/x.mp4"])
-    assert one.plot_path("clips/x.mp4") == Path("res.png") and one.annotate_path("clips/x.mp4") == Path("ann.mp4")
-    many = VideoOutputs(plot=Path("charts"), annotate=Path("ann.mp4"), sources=["a/x.mp4", "b/y.mp4"])
-    assert many.plot_path("a/x.mp4") == Path("charts/x.emotions.png")
-    assert many.annotate_path("b/y.mp4") == Path("ann.y.mp4")
-    assert VideoOutputs.default_plot_path("out/results.csv") == Path("out/results.png")
+    assert PerVideoPaths(Path("res.png"), ["clips/x.mp4"], ".png")("clips/x.mp4") == Path("res.png")
+    assert PerVideoPaths(Path("ann.mp4"), ["clips/x.mp4"])("clips/x.mp4") == Path("ann.mp4")
+    assert PerVideoPaths(Path("charts"), ["a/x.mp4", "b/y.mp4"], ".png")("a/x.mp4") == Path("charts/x.emotions.png")
+    assert PerVideoPaths(Path("ann.mp4"), ["a/x.mp4", "b/y.mp4"])("b/y.mp4") == Path("ann.y.mp4")
+    assert PerVideoPaths(Path("ann.mp4"), None)("b/y.mp4") == Path("ann.b_y.mp4")  # stdin: names unknown ahead
+    assert default_plot_path("out/results.csv") == Path("out/results.png")
     with pytest.raises(UsageError):
-        VideoOutputs(annotate=Path("ann.avi.txt"))
+        AnnotateSink(Path("ann.avi.txt"), ("happy",))
     with pytest.raises(UsageError):
-        VideoOutputs(summary=Path("summary.txt"))
+        TrackSummarySink(Path("summary.txt"), ("happy",))
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(UsageError):
+        ChartSink(tmp_path / "file.txt", ("happy",))
 
 
 # -- the command line ---------------------------------------------------------------------------------
@@ -520,19 +541,29 @@ def mtcnn_videos(classifier) -> VideoAnalyzer:
 
 @pytest.mark.parametrize("name", ["fer_test.mp4", "fr_short_hamilton_clip.mp4", "facenet_video.mp4"])
 def test_real_clip_rows_times_and_chart(mtcnn_videos: VideoAnalyzer, name: str, tmp_path: Path) -> None:
-    from fer_batch.sources import SourceItem
-    from fer_batch.video_outputs import VideoOutputs
+    from fer_batch.run import run
+    from fer_batch.sinks import ChartSink, Sink, TrackSummarySink
+
+    class Records(Sink):
+        def __init__(self) -> None:
+            self.results: list[FrameResult] = []
+
+        def receive(self, result: FrameResult, frame: object) -> None:
+            self.results.append(result)
 
     clip = _shared_clip(name)
-    outputs = VideoOutputs(plot=tmp_path / "chart.png", sources=[name])
-    results = list(outputs.run(mtcnn_videos, [SourceItem(name, clip)]))
+    names = mtcnn_videos.class_names
+    records, tracks = Records(), TrackSummarySink(tmp_path / "tracks.csv", names)
+    run(mtcnn_videos.source([clip]), mtcnn_videos, [records, ChartSink(tmp_path / "chart.png", names,
+                                                                       sources=[str(clip)]), tracks])
+    results = records.results
     assert results and all(r.status is not Status.ERROR for r in results)
     times = [r.time_s for r in results]
     assert times[0] == 0.0 and all(b > a for a, b in pairwise(times))
     assert all(0.45 < b - a < 0.55 for a, b in pairwise(times))  # 2 frames per second of video
     assert sum(r.status is Status.OK for r in results) >= 0.6 * len(results)
     assert (tmp_path / "chart.png").stat().st_size > 20_000
-    assert outputs.summaries and outputs.summaries[0].frames >= 5
+    assert tracks.summaries and tracks.summaries[0].frames >= 5
     if name == "fer_test.mp4":  # one person in one shot: one track in every frame with a face
         ids = [f.track for r in results for f in r.faces]
         assert len(set(ids)) == 1, ids

@@ -1,0 +1,333 @@
+"""One source of frames for every kind of input: photos, video files, live streams and cameras.
+
+:class:`FrameSource` turns what a user names (files, folders, ``-`` for paths
+on stdin, video files, stream URLs, ``camera:N``) into one ordered stream of
+events that the analysis and the sinks share:
+
+* :class:`Frame`: decoded pixels with their source, index and time (a photo
+  is one frame without index or time);
+* :class:`FrameError`: an input, or a part of one, that could not be read,
+  with a one-line reason; it becomes an ``error`` row, and the run goes on;
+* :class:`SourceEnd`: one input is finished (so per-video outputs can be
+  written, and the progress bar can advance).
+
+Photos are decoded by a pool of reader threads ahead of the analysis; a video
+is decoded in a background thread a few frames ahead; a live input is read by
+its own thread that keeps up with real time (see :mod:`fer_batch.streams`).
+Memory stays bounded whatever the number of inputs or the video's length.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Collection, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+import numpy as np
+
+from fer_batch.errors import InputError, UsageError
+from fer_batch.records import FrameResult, Status
+from fer_batch.runtime import usable_cpus
+from fer_batch.sources import IMAGE_SUFFIXES, STDIN, SourceItem, iter_sources, read_image
+
+log = logging.getLogger(__name__)
+
+IMAGES_AHEAD_PER_WORKER = 8  # photos decoded ahead of the analysis per reader thread; bounds memory
+PREFETCH_FRAMES = 32  # decoded video frames waiting for analysis; bounds memory
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What is known of a video or live input before its end: for progress, charts and annotated copies."""
+
+    width: int
+    height: int
+    nominal_fps: float | None  # the stream's average frame rate, when it states one
+    duration_s: float | None  # the length a file announces (None for live inputs): for progress only
+    live: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One decoded image: a photo, or a frame of a video or live input.
+
+    ``analyse`` is False for a video frame between two sampled ones, passed
+    along only for sinks that need every frame (an annotated copy, a window).
+    """
+
+    source: str
+    image: np.ndarray  # 8-bit BGR
+    index: int | None = None  # video: the frame's position in the stream, counting frames that failed
+    time_s: float | None = None  # video: presentation time in seconds
+    analyse: bool = True
+    stream: StreamInfo | None = None  # None for a photo
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True)
+class FrameError:
+    """An input that could not be read, or a video that broke off: becomes one ``error`` row."""
+
+    source: str
+    reason: str
+
+    def to_result(self) -> FrameResult:
+        return FrameResult(source=self.source, status=Status.ERROR, error=self.reason)
+
+
+@dataclass(frozen=True)
+class SourceEnd:
+    """One input is finished; ``dropped_frames`` counts the frames a live input lost to keep up with real time."""
+
+    source: str
+    dropped_frames: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class Analysed:
+    """A result with the frame it was computed on (None for an input that could not be read)."""
+
+    result: FrameResult
+    frame: Frame | None = None
+
+
+Event = Frame | FrameError | SourceEnd  # what a frame source yields
+Outcome = Analysed | Frame | SourceEnd  # what the analysis yields: results, frames passed along, ends
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """How live inputs are read: see :class:`fer_batch.streams.LiveReader`."""
+
+    timeout_s: float | None = None  # None: the reader's documented default
+    reconnect: int = 0
+    duration_s: float | None = None  # stop each live input after this much stream time
+
+    def __post_init__(self) -> None:
+        for name, value in (("--stream-timeout", self.timeout_s), ("--duration", self.duration_s)):
+            if value is not None and not value > 0:
+                raise UsageError(f"{name} must be a positive number of seconds, not {value:g}")
+
+
+class FrameSource:
+    """Inputs as one ordered stream of :class:`Frame`, :class:`FrameError` and :class:`SourceEnd` events.
+
+    ``video=False``: photos (files, folders searched for image suffixes, ``-``).
+    ``video=True``: video files (folders searched for video suffixes), stream
+    URLs and cameras; ``sampling`` picks the frames to analyse, and with
+    ``all_frames`` the others are passed along too (``analyse=False``).
+    Sources in ``skip`` are left out (a resumed run). :attr:`items` lists the
+    inputs when they are known in advance (not for ``-``).
+    """
+
+    def __init__(
+        self,
+        inputs: Iterable[str | Path],
+        *,
+        video: bool = False,
+        sampling: object | None = None,
+        all_frames: bool = False,
+        workers: int | None = None,
+        live: LiveOptions | None = None,
+        skip: Collection[str] = (),
+        stdin: TextIO | None = None,
+    ) -> None:
+        from fer_batch.video import VIDEO_SUFFIXES, Sampling  # noqa: PLC0415 - video.py imports this module
+
+        inputs = [str(i) for i in inputs]
+        self.video = video
+        self.sampling = sampling if sampling is not None else Sampling()
+        self.all_frames = all_frames
+        self.workers = max(1, workers or usable_cpus())
+        self.live = live or LiveOptions()
+        self.skip = skip
+        found = iter_sources(inputs, suffixes=VIDEO_SUFFIXES if video else IMAGE_SUFFIXES, stdin=stdin, live=video)
+        self.items: list[SourceItem] | None = None if STDIN in inputs else list(found)
+        self._found: Iterable[SourceItem] = self.items if self.items is not None else found
+
+    @classmethod
+    def of_items(cls, items: Iterable[SourceItem], **options: object) -> FrameSource:
+        """A source over items already found (by :func:`~fer_batch.sources.iter_sources`)."""
+        source = cls((), **options)  # type: ignore[arg-type]
+        source.items = items if isinstance(items, list) else None
+        source._found = items
+        return source
+
+    @property
+    def openable(self) -> bool:
+        """False when every input is known in advance and none can be opened: the run needs no model."""
+        return self.items is None or any(item.error is None for item in self.items)
+
+    def _wanted(self) -> Iterator[SourceItem]:
+        for item in self._found:
+            if item.source not in self.skip:
+                yield item
+
+    def __iter__(self) -> Iterator[Event]:
+        if not self.video:
+            return self._photos(self._wanted())
+        return self._videos(self._wanted())
+
+    # -- photos -----------------------------------------------------------------------------------------
+
+    def _photos(self, items: Iterator[SourceItem]) -> Iterator[Event]:
+        """Photos decoded by ``workers`` threads ahead of the consumer, yielded in input order."""
+        ahead = IMAGES_AHEAD_PER_WORKER * self.workers
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fer-read") as pool:
+            pending: deque[tuple[SourceItem, Future[np.ndarray] | None]] = deque()
+            while True:
+                while len(pending) < ahead:
+                    item = next(items, None)
+                    if item is None:
+                        break
+                    readable = item.error is None and item.path is not None
+                    pending.append((item, pool.submit(read_image, item.path) if readable else None))
+                if not pending:
+                    return
+                item, future = pending.popleft()
+                yield _photo_event(item, future)
+                yield SourceEnd(item.source)
+
+    # -- videos and live inputs -------------------------------------------------------------------------
+
+    def _videos(self, items: Iterator[SourceItem]) -> Iterator[Event]:
+        for item in items:
+            if item.error is not None:
+                yield _error(item.source, item.error)
+                yield SourceEnd(item.source)
+            elif item.live is not None:
+                yield from self._live(item)
+            else:
+                yield from self._video_file(item)
+
+    def _video_file(self, item: SourceItem) -> Iterator[Event]:
+        from fer_batch.video import VideoReader  # noqa: PLC0415 - video.py imports this module
+
+        try:
+            reader = VideoReader(item.path)  # type: ignore[arg-type] - an item without error has a path
+        except InputError as exc:
+            yield _error(item.source, str(exc))
+            yield SourceEnd(item.source)
+            return
+        with reader:
+            info = reader.info
+            stream = StreamInfo(info.width, info.height, info.nominal_fps, info.duration_hint_s)
+            log.debug("%s: %dx%d, %s fps, ~%s frames, rotation %d", item.source, info.width, info.height,
+                      info.nominal_fps, info.frame_count_hint, info.rotation)
+            frames = prefetched(reader.frames(self.sampling, all_frames=self.all_frames), PREFETCH_FRAMES)
+            try:
+                for f in frames:
+                    yield Frame(item.source, f.image, f.index, f.time_s, analyse=f.sampled, stream=stream)
+            finally:
+                frames.close()  # stops the decoding thread before the reader is released
+            if reader.failed_frames:
+                log.warning("%s: %d frame(s) could not be decoded and were skipped", item.source,
+                            reader.failed_frames)
+            if reader.decoded_frames == 0:
+                yield _error(item.source, "no frame could be decoded: a zero-length or corrupt video")
+            elif reader.ended_early:
+                announced = info.duration_hint_s or 0.0
+                yield _error(item.source, f"decoding stopped at {reader.last_time_s:.1f} s of the {announced:.1f} s "
+                                          "the file announces: truncated or corrupt (the rows before this one are "
+                                          "valid)")
+        yield SourceEnd(item.source)
+
+    def _live(self, item: SourceItem) -> Iterator[Event]:
+        from fer_batch.streams import DEFAULT_STREAM_TIMEOUT_S, LiveReader  # noqa: PLC0415 - live inputs only
+
+        options = self.live
+        timeout = options.timeout_s if options.timeout_s is not None else DEFAULT_STREAM_TIMEOUT_S
+        dropped = 0
+        try:
+            reader = LiveReader(item.live, timeout_s=timeout, reconnect=options.reconnect)
+        except InputError as exc:
+            yield _error(item.source, str(exc))
+            yield SourceEnd(item.source)
+            return
+        with reader:
+            info = reader.info
+            stream = StreamInfo(info.width, info.height, info.nominal_fps, None, live=True)
+            try:
+                for f in reader.frames(self.sampling, duration_s=options.duration_s):
+                    yield Frame(item.source, f.image, f.index, f.time_s, stream=stream)
+            except InputError as exc:
+                yield _error(item.source, str(exc))
+            finally:
+                dropped = reader.dropped_frames
+                if dropped:
+                    log.warning("%s: %d sampled frame(s) dropped to keep up with real time", item.source, dropped)
+        yield SourceEnd(item.source, dropped_frames=dropped)
+
+
+def _error(source: str, reason: str) -> FrameError:
+    log.warning("%s: %s", source, reason)
+    return FrameError(source, reason)
+
+
+def _photo_event(item: SourceItem, future: Future[np.ndarray] | None) -> Frame | FrameError:
+    if future is None:
+        return _error(item.source, item.error or "cannot open")
+    try:
+        return Frame(item.source, future.result())
+    except InputError as exc:
+        return _error(item.source, str(exc))
+    except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
+        return _error(item.source, f"{type(exc).__name__}: {exc}")
+
+
+T = TypeVar("T")
+
+
+def prefetched(source: Iterator[T], maxsize: int) -> Iterator[T]:
+    """Run ``source`` in a background thread, ``maxsize`` items ahead (decoding overlaps analysis).
+
+    OpenCV releases the GIL while it decodes. Closing the returned generator
+    stops the thread before it returns, so the caller may release the decoder.
+    """
+    items: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=maxsize)
+    stop = threading.Event()
+
+    def put(kind: str, value: object) -> bool:
+        while not stop.is_set():
+            try:
+                items.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in source:
+                if not put("item", item):
+                    return
+            put("end", None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            put("error", exc)
+
+    thread = threading.Thread(target=work, name="fer-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value  # type: ignore[misc]
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,130 @@
+"""One run: a frame source, an analysis and sinks; returns the :class:`RunSummary` that becomes the exit code.
+
+:func:`run` is what ``fer-batch images`` and ``fer-batch video`` call, and the
+Python API for a whole job::
+
+    from fer_batch.frames import FrameSource
+    from fer_batch.pipeline import Analyzer
+    from fer_batch.run import run
+    from fer_batch.sinks import RecordSink
+
+    analyzer = Analyzer()
+    summary = run(FrameSource(["photos/"]), analyzer, [RecordSink.to_path("results.csv", analyzer.class_names)])
+    print(summary.describe(), summary.exit_code)
+
+Every outcome of the analysis goes to every sink, in order. Whatever ends the
+run (the last input, Ctrl-C, a reader closing stdout), every sink is closed, so
+each output is a valid file holding everything finished so far.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fer_batch.errors import ExitCode
+from fer_batch.frames import Analysed, Event, Frame, FrameError, Outcome, SourceEnd
+from fer_batch.records import Status
+from fer_batch.sinks import Sink
+
+log = logging.getLogger(__name__)
+
+
+class Analysis(Protocol):
+    """What :func:`run` needs of an analysis: :class:`~fer_batch.pipeline.Analyzer` or a VideoAnalyzer."""
+
+    def analyze_frames(self, events: Iterable[Event]) -> Iterator[Outcome]: ...
+
+
+@dataclass
+class RunSummary:
+    """What a run did: records by status, faces, inputs finished, frames dropped, and how it ended."""
+
+    counts: dict[Status, int] = field(default_factory=lambda: dict.fromkeys(Status, 0))
+    faces: int = 0
+    inputs: int = 0  # inputs finished (a photo, a video, a stream)
+    dropped_frames: int = 0  # sampled frames of live inputs dropped to keep up with real time
+    output_failures: int = 0  # outputs besides the rows (charts, copies, summaries) that could not be written
+    interrupted: bool = False  # Ctrl-C
+    broken_pipe: bool = False  # the reader of stdout went away
+
+    @property
+    def records(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The process exit code for this run (the README's table); the one place where a run becomes one."""
+        if self.broken_pipe:
+            return ExitCode.BROKEN_PIPE
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        if self.counts[Status.ERROR] or self.output_failures:
+            return ExitCode.INPUT_ERRORS
+        return ExitCode.OK
+
+    def describe(self, noun: str = "input(s)") -> str:
+        """One line for the log: ``17 input(s): 15 with faces (38 faces), 2 without a face, 0 unreadable``."""
+        text = (f"{self.records} {noun}: {self.counts[Status.OK]} with faces ({self.faces} faces), "
+                f"{self.counts[Status.NO_FACE]} without a face, {self.counts[Status.ERROR]} unreadable")
+        if self.dropped_frames:
+            text += f"; {self.dropped_frames} sampled frame(s) dropped to keep up with live input"
+        return text
+
+
+def _unanalysed(events: Iterable[Event]) -> Iterator[Outcome]:
+    """Outcomes for a source in which nothing can be opened: its error records, with no model loaded."""
+    for event in events:
+        if isinstance(event, FrameError):
+            yield Analysed(event.to_result())
+        elif isinstance(event, Frame):
+            raise TypeError("run() got a readable frame but no analysis")
+        else:
+            yield event
+
+
+def run(source: Iterable[Event], analysis: Analysis | None, sinks: Sequence[Sink]) -> RunSummary:
+    """Feed ``source`` through ``analysis`` to every sink; close every sink however the run ends.
+
+    ``analysis`` may be None only for a source whose inputs all fail to open (it then needs no model).
+    Ctrl-C and a closed stdout end the run early and are reported in the summary, not raised; any other
+    exception propagates once the sinks are closed.
+    """
+    summary = RunSummary()
+    outcomes = analysis.analyze_frames(source) if analysis is not None else _unanalysed(source)
+    try:
+        try:
+            for outcome in outcomes:
+                _dispatch(outcome, sinks, summary)
+        finally:
+            outcomes.close()  # type: ignore[attr-defined] - a generator: stops reader and decoder threads
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    except BrokenPipeError:
+        summary.broken_pipe = True
+    finally:
+        for sink in sinks:
+            try:
+                sink.close()
+            except BrokenPipeError:
+                summary.broken_pipe = True
+            summary.output_failures += sink.failures
+    return summary
+
+
+def _dispatch(outcome: Outcome, sinks: Sequence[Sink], summary: RunSummary) -> None:
+    if isinstance(outcome, Analysed):
+        summary.counts[outcome.result.status] += 1
+        summary.faces += len(outcome.result.faces)
+        for sink in sinks:
+            sink.receive(outcome.result, outcome.frame)
+    elif isinstance(outcome, Frame):
+        for sink in sinks:
+            sink.pass_frame(outcome)
+    elif isinstance(outcome, SourceEnd):
+        summary.inputs += 1
+        summary.dropped_frames += outcome.dropped_frames
+        for sink in sinks:
+            sink.end_source(outcome)
