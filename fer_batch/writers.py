@@ -3,7 +3,10 @@
 Writers take :class:`~fer_batch.records.FrameResult` records and a text
 stream. CSV and JSON Lines write (and flush) each record as it arrives; JSON
 writes one array whose closing bracket is added by :meth:`close`, which the
-pipeline calls even after Ctrl-C, so the file is always valid.
+pipeline calls even after Ctrl-C, so the file is always valid. With
+``append=True`` a writer continues an output that already holds records (a
+resumed run, see :mod:`fer_batch.resume`): no second CSV header, and the JSON
+array goes on from its last element.
 """
 
 from __future__ import annotations
@@ -82,13 +85,25 @@ def frame_to_dict(result: FrameResult) -> dict[str, Any]:
     return data
 
 
-class ResultWriter:
-    """Base class: ``write`` each record, then ``close`` once (idempotent)."""
+def csv_columns(class_names: Sequence[str], video: bool = False) -> list[str]:
+    """The CSV header: the images layout, or the video one with frame, time and track."""
+    lead = ["source", "frame", "time_s", "track"] if video else ["source"]
+    return [*lead, "face", "x", "y", "w", "h", "det_score", "emotion", "confidence", *class_names, "status", "error"]
 
-    def __init__(self, stream: TextIO, class_names: Sequence[str], video: bool = False) -> None:
+
+class ResultWriter:
+    """Base class: ``write`` each record, then ``close`` once (idempotent).
+
+    ``append``: the stream continues an output that already holds records in this format and layout
+    (after :func:`fer_batch.resume.resume_output`). ``count`` is the number of records this writer wrote,
+    not counting those already in the output.
+    """
+
+    def __init__(self, stream: TextIO, class_names: Sequence[str], video: bool = False, append: bool = False) -> None:
         self.stream = stream
         self.class_names = tuple(class_names)
         self.video = video
+        self.append = append
         self.closed = False
         self.count = 0
 
@@ -119,13 +134,12 @@ class ResultWriter:
 class CsvWriter(ResultWriter):
     """One row per face; an input without faces gets one row with its status and an empty face index."""
 
-    def __init__(self, stream: TextIO, class_names: Sequence[str], video: bool = False) -> None:
-        super().__init__(stream, class_names, video)
-        lead = ["source", "frame", "time_s", "track"] if video else ["source"]
-        self.columns = [*lead, "face", "x", "y", "w", "h", "det_score", "emotion", "confidence",
-                        *self.class_names, "status", "error"]
+    def __init__(self, stream: TextIO, class_names: Sequence[str], video: bool = False, append: bool = False) -> None:
+        super().__init__(stream, class_names, video, append)
+        self.columns = csv_columns(self.class_names, video)
         self._csv = csv.DictWriter(stream, fieldnames=self.columns, lineterminator="\n")
-        self._csv.writeheader()
+        if not append:
+            self._csv.writeheader()
 
     def _write(self, result: FrameResult) -> None:
         base: dict[str, Any] = {"source": result.source, "status": result.status.value, "error": result.error or ""}
@@ -157,11 +171,12 @@ class JsonWriter(ResultWriter):
     """A JSON array of per-input objects, streamed element by element."""
 
     def _write(self, result: FrameResult) -> None:
-        self.stream.write("[\n" if self.count == 0 else ",\n")
+        # appending, the output ends just after its last element (resume_output cut it there)
+        self.stream.write("[\n" if self.count == 0 and not self.append else ",\n")
         self.stream.write(json.dumps(frame_to_dict(result), indent=None))
 
     def _close(self) -> None:
-        self.stream.write("[]\n" if self.count == 0 else "\n]\n")
+        self.stream.write("[]\n" if self.count == 0 and not self.append else "\n]\n")
 
 
 WRITERS: dict[OutputFormat, type[ResultWriter]] = {
@@ -171,6 +186,7 @@ WRITERS: dict[OutputFormat, type[ResultWriter]] = {
 }
 
 
-def get_writer(fmt: str | OutputFormat, stream: TextIO, class_names: Sequence[str], video: bool = False) -> ResultWriter:
-    """The writer for a format name."""
-    return WRITERS[OutputFormat(fmt)](stream, class_names, video=video)
+def get_writer(fmt: str | OutputFormat, stream: TextIO, class_names: Sequence[str], video: bool = False,
+               append: bool = False) -> ResultWriter:
+    """The writer for a format name; ``append=True`` continues an output that already holds records."""
+    return WRITERS[OutputFormat(fmt)](stream, class_names, video=video, append=append)

@@ -84,3 +84,32 @@ def test_format_from_extension_or_flag() -> None:
     assert format_for_path("r.txt", "jsonl") is OutputFormat.JSONL
     with pytest.raises(UsageError):
         format_for_path("r.txt")
+
+
+def _written(fmt: str, results: list[FrameResult], start: str = "", append: bool = False) -> tuple[str, int]:
+    buf = io.StringIO(start)
+    buf.seek(len(start))
+    with get_writer(fmt, buf, CLASSES, append=append) as w:
+        for r in results:
+            w.write(r)
+    return buf.getvalue(), w.count
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_append_continues_an_output_as_if_never_stopped(fmt: str) -> None:
+    """What resume_output leaves (the output cut after a record; JSON after the element, before ``,``) goes on."""
+    full, _ = _written(fmt, RESULTS)
+    head, _ = _written(fmt, RESULTS[:1])
+    if fmt == "json":
+        head = head.removesuffix("\n]\n")
+    text, count = _written(fmt, RESULTS[1:], start=head, append=True)
+    assert text == full and count == 2  # count: records written by this writer only
+    nothing_left, count = _written(fmt, [], start=head, append=True)
+    assert count == 0 and nothing_left == head + ("\n]\n" if fmt == "json" else "")
+    if fmt == "json":
+        assert len(json.loads(nothing_left)) == 1
+
+
+def test_csv_append_writes_no_second_header() -> None:
+    text, _ = _written("csv", RESULTS[1:2], append=True)
+    assert text == "b/x.jpg" + "," * 16 + "no_face,\n"
