@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fer_batch.errors import InputError, UsageError
-from fer_batch.streams import LiveKind, LiveReader, LiveTarget, live_target
+from fer_batch.streams import LiveKind, LiveReader, LiveTarget, _LiveClock, live_target
 from fer_batch.video import DecodedFrame, Sampling
 
 from .streaming import FRAME_SIZE, MjpegServer, Plan, TcpServer, closed_port, write_ts_clip
@@ -76,6 +76,44 @@ def test_password_is_hidden_in_display() -> None:
     assert target.display == "rtsp://admin:***@cam.local:554/Streaming/Channels/101"
     assert "s3cret" not in str(target)
     assert stream("http://viewer@cam.local/x").display == "http://viewer@cam.local/x"  # no password to hide
+
+
+# Frame times
+
+
+def test_clock_uses_stream_timestamps_while_they_keep_pace() -> None:
+    clock = _LiveClock("test")
+    clock.connect(stream_timestamps=True)
+    # a start-up burst of buffered frames, then real time; the stream starts at 100 s
+    times = [clock.time(pos, now) for pos, now in [(100.0, 5.0), (100.04, 5.0), (100.08, 5.0), (100.5, 5.5)]]
+    assert times == pytest.approx([0.0, 0.04, 0.08, 0.5])
+
+
+def test_clock_takes_over_from_timestamps_that_stop_or_drift() -> None:
+    clock = _LiveClock("test")
+    clock.connect(stream_timestamps=True)
+    assert clock.time(0.0, 10.0) == 0.0
+    assert clock.time(0.0, 10.3) == pytest.approx(0.3)  # not increasing: the clock from here on
+    assert clock.time(5.0, 10.5) == pytest.approx(0.5)
+    drifting = _LiveClock("test")
+    drifting.connect(stream_timestamps=True)
+    # FFmpeg's 25 frames/s for a 5 frames/s stream: 0.04 s of stream per 0.2 s of clock
+    times = [drifting.time(0.04 * i, 0.2 * i) for i in range(40)]
+    assert times[10] == pytest.approx(0.4)  # still within the allowed drift
+    assert times[-1] - times[-2] == pytest.approx(0.2)  # the clock took over, going on from where time was
+    # at 4.4 s of clock the drift (3.5 s) passes 3 s + 10% of 4.4 s: frame 22 on by the clock, from 0.84 s on
+    assert times[-1] == pytest.approx(0.04 * 21 + 0.2 * (39 - 21))
+    assert all(b >= a for a, b in pairwise(times))
+
+
+def test_clock_goes_on_across_a_reconnect() -> None:
+    clock = _LiveClock("test")
+    clock.connect(stream_timestamps=True)
+    clock.time(50.0, 1.0)
+    assert clock.time(51.0, 2.0) == pytest.approx(1.0)
+    clock.connect(stream_timestamps=True)  # the new connection's timestamps start from 0 again
+    assert clock.time(0.0, 4.0) == pytest.approx(3.0)  # 1 s + the 2 s the stream was away
+    assert clock.time(0.5, 4.5) == pytest.approx(3.5)
 
 
 # Reading real streams
