@@ -30,6 +30,7 @@ from fer_batch.writers import OutputFormat
 if TYPE_CHECKING:
     from fer_batch.frames import FrameSource
     from fer_batch.pipeline import Analyzer
+    from fer_batch.resume import ResumePoint
     from fer_batch.sinks import Sink
     from training.train import TrainConfig
 
@@ -206,6 +207,7 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
     ``outputs(class_names)`` builds the sinks besides the rows and the progress bar (charts, summaries,
     annotated copies); they check their paths when built, before the model loads, and open nothing yet.
     """
+    from fer_batch.resume import ResumePoint, check_output, resume_output  # noqa: PLC0415
     from fer_batch.run import run  # noqa: PLC0415
     from fer_batch.sinks import ProgressSink, RecordSink, TrackSummarySink  # noqa: PLC0415
     from fer_batch.writers import format_for_path  # noqa: PLC0415
@@ -213,20 +215,27 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
     noun = "frame(s)" if video else "input(s)"
     try:  # everything that needs no model is checked before the model (or TensorFlow) loads
         output_format = format_for_path(options.out, options.fmt)
+        check_output(options.out, resume=options.resume, overwrite=options.overwrite)
         model_path = resolve_model(options.model)
         _warn_detector_options(ctx, options.detector)
         class_names = _model_class_names(model_path)
         sinks = outputs(class_names)
+        point = ResumePoint()
+        if options.resume:  # cuts the output after its last complete input: from here on it is being resumed
+            point = resume_output(options.out, output_format, class_names, video=video)
+            source.skip = point.done
+            _replay(options.out, output_format, class_names, point, sinks)
+            log.info("resuming %s: %d input(s) complete in it are skipped", options.out, len(point.done))
         analysis = _analyzer(model_path, options) if source.openable else None
         if analysis is not None and video:
             from fer_batch.video import VideoAnalyzer  # noqa: PLC0415
 
             analysis = VideoAnalyzer(analysis, source.sampling)  # type: ignore[arg-type, assignment]
             log.info("sampling: %s", source.sampling.describe())  # type: ignore[attr-defined]
-        rows = RecordSink.to_path(options.out, class_names, fmt=output_format, video=video)
+        rows = RecordSink.to_path(options.out, class_names, fmt=output_format, video=video, append=point.append)
     except FerBatchError as exc:
         raise _fail(exc) from None
-    total = len(source.items) - len(source.skip) if source.items is not None and not video else None
+    total = source.remaining if not video else None
     progress = ProgressSink(total=total, video=video, enabled=_show_progress(options.quiet))
     summary = run(source, analysis, [rows, progress, *sinks])
     if summary.broken_pipe:
@@ -234,11 +243,35 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
         raise typer.Exit(int(summary.exit_code))  # nobody reads any more: no summary line either
     log.info("%s%s", summary.describe(noun), "" if options.out == "-" else f"; results in {options.out}")
     if summary.interrupted:
-        log.warning("interrupted: the output holds the %d %s finished so far", rows.count, noun)
+        log.warning("interrupted: the output holds the %d %s finished so far; finish with --resume",
+                    point.kept + rows.count, noun)
     tables = [sink.table() for sink in sinks if isinstance(sink, TrackSummarySink)]
     if tables and not options.quiet:
         typer.echo("\n".join(tables), err=True)  # the summaries were asked for; otherwise one log line ends a run
     raise typer.Exit(int(summary.exit_code))
+
+
+def _replay(out: str, output_format: OutputFormat, class_names: tuple[str, ...], point: ResumePoint,
+            sinks: list[Sink]) -> None:
+    """Give the track summaries the records a resumed output already holds, so they cover every video."""
+    from fer_batch.frames import SourceEnd  # noqa: PLC0415
+    from fer_batch.resume import read_records  # noqa: PLC0415
+    from fer_batch.sinks import TrackSummarySink  # noqa: PLC0415
+
+    summaries = [sink for sink in sinks if isinstance(sink, TrackSummarySink)]
+    if not summaries or not point.kept:
+        return
+    current: str | None = None
+    for record in read_records(out, output_format, class_names, video=True):
+        if current is not None and record.source != current:
+            for sink in summaries:
+                sink.end_source(SourceEnd(current))
+        current = record.source
+        for sink in summaries:
+            sink.receive(record, None)
+    if current is not None:
+        for sink in summaries:
+            sink.end_source(SourceEnd(current))
 
 
 @app.command(short_help="Faces and their expressions in images: one row per face.")

@@ -168,8 +168,13 @@ class FrameSource:
 
     @property
     def openable(self) -> bool:
-        """False when every input is known in advance and none can be opened: the run needs no model."""
-        return self.items is None or any(item.error is None for item in self.items)
+        """False when every input is known in advance and none left to do can be opened: no model is needed."""
+        return self.items is None or any(item.error is None and item.source not in self.skip for item in self.items)
+
+    @property
+    def remaining(self) -> int | None:
+        """Inputs left to do, when they are known in advance (for the progress bar)."""
+        return None if self.items is None else sum(item.source not in self.skip for item in self.items)
 
     def _wanted(self) -> Iterator[SourceItem]:
         for item in self._found:

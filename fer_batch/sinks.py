@@ -72,15 +72,18 @@ class RecordSink(Sink):
 
     @classmethod
     def to_path(cls, out: str | Path, class_names: Sequence[str], *, fmt: str | OutputFormat | None = None,
-                video: bool = False) -> RecordSink:
-        """A sink writing to the file ``out`` (``-``: stdout) in ``fmt`` (default: from the extension)."""
+                video: bool = False, append: bool = False) -> RecordSink:
+        """A sink writing to the file ``out`` (``-``: stdout) in ``fmt`` (default: from the extension).
+
+        ``append``: continue an output that :func:`fer_batch.resume.resume_output` has prepared.
+        """
         output_format = format_for_path(out, fmt)
         if str(out) == "-":
             return cls(get_writer(output_format, sys.stdout, class_names, video=video))
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        stream = path.open("w", newline="", encoding="utf-8")
-        return cls(get_writer(output_format, stream, class_names, video=video), stream)
+        stream = path.open("a" if append else "w", newline="", encoding="utf-8")
+        return cls(get_writer(output_format, stream, class_names, video=video, append=append), stream)
 
     @property
     def count(self) -> int:

@@ -101,3 +101,42 @@ def write_drawn_dataset(root: Path, per_class: int = 4) -> Path:
                 cv2.circle(img, (24, 24), 4 + 3 * label, 255, -1)  # class = disc size: learnable
                 cv2.imwrite(str(folder / f"{i}.png"), img)
     return root
+
+
+def kill_when(args: list[str], ready: Callable[[], bool], timeout_s: float = 120) -> None:
+    """Run ``fer-batch ARGS`` and kill it outright (SIGKILL: no clean-up at all) once ``ready()`` is true."""
+    proc = subprocess.Popen([*fer_batch_command(), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not ready() and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed: make its input longer"
+    proc.kill()
+    proc.wait(timeout=60)
+
+
+def same_rows(a: list[dict[str, str]], b: list[dict[str, str]], tolerance: float = 1e-4) -> bool:
+    """CSV rows equal, numbers within ``tolerance`` (float kernels may round differently in other batch sizes)."""
+    if len(a) != len(b):
+        return False
+    for row_a, row_b in zip(a, b):
+        if row_a.keys() != row_b.keys():
+            return False
+        for key, value in row_a.items():
+            other = row_b[key]
+            if value == other:
+                continue
+            try:
+                if abs(float(value) - float(other)) > tolerance:
+                    return False
+            except ValueError:
+                return False
+    return True
+
+
+def flat_record(data: object, prefix: str = "") -> dict[str, object]:
+    """A JSON record as one flat dict (``faces.0.box.x``: ...), for comparing with a tolerance."""
+    if isinstance(data, dict):
+        return {k: v for key, value in data.items() for k, v in flat_record(value, f"{prefix}{key}.").items()}
+    if isinstance(data, list):
+        return {k: v for i, value in enumerate(data) for k, v in flat_record(value, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): data}

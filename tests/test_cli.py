@@ -223,3 +223,58 @@ def test_train_says_at_once_what_it_does_and_which_options_it_ignores(tmp_path: 
     assert proc.returncode == 4, proc.stderr
     assert "resuming the run in" in proc.stderr and "after epoch 2" in proc.stderr and "recipe wide" in proc.stderr
     assert "ignored: --epochs" in proc.stderr
+
+
+def _photo_folder(root: Path, count: int) -> Path:
+    """``count`` photos (faces, no face, one broken file) in a folder, named in the order they are read."""
+    root.mkdir()
+    sources = [SAMPLE_MEDIA / "two_people_composite.jpg", SAMPLE_MEDIA / "chelsea_cat.png",
+               SAMPLE_MEDIA / "grace_hopper.jpg"]
+    for i in range(count):
+        source = sources[i % len(sources)]
+        (root / f"p{i:03d}{source.suffix}").write_bytes(source.read_bytes())
+    (root / "p050-broken.jpg").write_bytes(sources[0].read_bytes()[:2000])  # cut off: an error row
+    return root
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGKILL")
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_a_killed_run_resumes_to_what_an_uninterrupted_run_writes(fmt: str, tiny_model_path: Path,
+                                                                  tmp_path: Path) -> None:
+    from .conftest import flat_record, kill_when, same_rows
+
+    photos = _photo_folder(tmp_path / "photos", 150)
+    args = ["images", str(photos), "--model", str(tiny_model_path), "--quiet"]
+    full = tmp_path / f"full.{fmt}"
+    assert fer_batch(*args, "--out", full).returncode == 1  # the broken photo
+    out = tmp_path / f"stopped.{fmt}"
+    kill_when([*args, "--out", str(out)], lambda: out.exists() and out.read_text().count("p0") >= 20)
+    stopped = out.read_text()
+    assert 20 <= stopped.count("p0") < full.read_text().count("p0")
+    proc = fer_batch(*args, "--out", out, "--resume")
+    assert proc.returncode == 1, proc.stderr
+    if fmt == "csv":
+        assert same_rows(list(csv.DictReader(out.open())), list(csv.DictReader(full.open())))
+    else:
+        def rows(path: Path) -> list[dict[str, str]]:
+            return [{k: str(v) for k, v in flat_record(item).items()} for item in json.loads(path.read_text())]
+        assert same_rows(rows(out), rows(full))
+
+
+
+def test_an_existing_output_is_never_replaced_without_overwrite(tiny_model_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results.csv"
+    out.write_text("precious\n")
+    args = ["images", str(SAMPLE_MEDIA / "grace_hopper.jpg"), "--model", str(tiny_model_path), "--out", str(out)]
+    began = time.perf_counter()
+    proc = fer_batch(*args)
+    assert proc.returncode == 2 and "--resume" in proc.stderr and "--overwrite" in proc.stderr
+    assert time.perf_counter() - began < 10 and out.read_text() == "precious\n"  # refused before the model
+    proc = fer_batch(*args, "--resume")  # not a fer-batch output: refused, left as it is
+    assert proc.returncode == 2 and out.read_text() == "precious\n", proc.stderr
+    assert fer_batch(*args, "--resume", "--overwrite").returncode == 2
+    assert fer_batch("images", str(SAMPLE_MEDIA), "--resume").returncode == 2  # stdout cannot be resumed
+    assert fer_batch(*args, "--overwrite", "--quiet").returncode == 0
+    assert out.read_text().startswith("source,face,")
+    proc = fer_batch(*args, "--resume")  # complete: the last input is redone, nothing is duplicated
+    assert proc.returncode == 0 and out.read_text().count("grace_hopper") == 1, proc.stderr

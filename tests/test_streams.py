@@ -5,7 +5,10 @@ Timing assertions have wide margins: the test machine's few cores are shared.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import subprocess
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -16,6 +19,7 @@ from fer_batch.errors import InputError, UsageError
 from fer_batch.streams import LiveKind, LiveReader, LiveTarget, _LiveClock, live_target
 from fer_batch.video import DecodedFrame, Sampling
 
+from .conftest import fer_batch_command
 from .streaming import FRAME_SIZE, MjpegServer, Plan, TcpServer, closed_port, write_ts_clip
 
 
@@ -270,3 +274,70 @@ def test_bad_options_are_usage_errors() -> None:
         LiveReader(target, timeout_s=0)
     with pytest.raises(UsageError, match="--reconnect"):
         LiveReader(target, reconnect=-1)
+
+
+# the command line: fer-batch video on live inputs
+
+
+def fer_batch_live(*args: object, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*fer_batch_command(), "video", *map(str, args), "--detector", "haar"],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_cli_stream_rows_times_and_duration(tiny_model_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rows.csv"
+    with MjpegServer(Plan(frames=200, fps=10)) as server:
+        proc = fer_batch_live(server.url, "--model", tiny_model_path, "--duration", "2", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(out.open()))
+    times = [float(r["time_s"]) for r in rows]
+    assert {r["status"] for r in rows} == {"no_face"} and {r["source"] for r in rows} == {server.url}
+    assert times[0] == 0.0 and all(b > a for a, b in pairwise(times)) and times[-1] <= 2.0
+    assert 6 <= len(rows) <= 11  # 5 frames per second of stream, for 2 s
+
+
+def test_cli_stream_rows_are_written_as_they_come(tiny_model_path: Path, tmp_path: Path) -> None:
+    """A reader tailing the output sees each row about a second after its frame arrived, not at the end."""
+    out = tmp_path / "rows.jsonl"
+    with MjpegServer(Plan(frames=80, fps=10)) as server:
+        proc = subprocess.Popen([*fer_batch_command(), "video", server.url, "--model", str(tiny_model_path),
+                                 "--detector", "haar", "--out", str(out), "--quiet"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seen: dict[int, float] = {}  # row number -> when it appeared in the file
+        while proc.poll() is None:
+            if out.exists():
+                for n, _ in enumerate(out.read_text().splitlines()):
+                    seen.setdefault(n, time.monotonic())
+            time.sleep(0.05)
+        assert proc.returncode == 0, proc.stderr.read()  # type: ignore[union-attr]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) >= 30
+    start = seen[0] - records[0]["time_s"]
+    lags = [seen[n] - start - r["time_s"] for n, r in enumerate(records) if n in seen]
+    assert len(lags) >= 0.8 * len(records) and sorted(lags)[len(lags) // 2] < 1.5, lags
+
+
+def test_cli_stalled_stream_not_a_video_and_absent_camera_get_error_rows(tiny_model_path: Path,
+                                                                         tmp_path: Path) -> None:
+    out = tmp_path / "rows.csv"
+    with MjpegServer(Plan(frames=15, fps=10, then="stall")) as server:
+        proc = fer_batch_live(server.url, server.page_url, "camera:7", "--model", tiny_model_path,
+                              "--stream-timeout", "1.5", "--out", out)
+    assert proc.returncode == 1, proc.stderr
+    rows = list(csv.DictReader(out.open()))
+    stalled = [r for r in rows if r["source"] == server.url]
+    assert len(stalled) >= 3 and stalled[-1]["status"] == "error" and "stalled" in stalled[-1]["error"]
+    assert all(r["status"] == "no_face" for r in stalled[:-1])
+    errors = {r["source"]: r["error"] for r in rows if r["source"] != server.url}
+    assert "not a video stream" in errors[server.page_url]
+    assert "no camera at camera:7" in errors["camera:7"]
+
+
+def test_cli_show_says_clearly_when_no_window_can_open(tiny_model_path: Path) -> None:
+    from fer_batch.annotate import display_problem
+
+    problem = display_problem()
+    if problem is None:
+        pytest.skip("this machine can open windows")
+    proc = fer_batch_live("camera:0", "--model", tiny_model_path, "--show")
+    assert proc.returncode == 2 and problem in proc.stderr

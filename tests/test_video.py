@@ -570,3 +570,34 @@ def test_real_clip_rows_times_and_chart(mtcnn_videos: VideoAnalyzer, name: str, 
     if name == "fr_short_hamilton_clip.mp4":  # the singer's close shot, 2.8-7 s, is one track
         singer = {r.faces[0].track for r in results if 3.0 <= (r.time_s or 0) <= 6.9 and r.faces}
         assert len(singer) == 1, singer
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGKILL")
+def test_cli_a_killed_video_run_resumes_with_the_same_rows_and_summary(model_file: Path, tmp_path: Path) -> None:
+    from .conftest import SAMPLE_MEDIA, flat_record, kill_when, same_rows
+
+    face = cv2.resize(cv2.imread(str(SAMPLE_MEDIA / "grace_hopper.jpg")), (320, 240))
+
+    def portrait(image: np.ndarray, i: int) -> None:
+        image[:] = np.roll(face, (i % 20) - 10, axis=1)  # a real face, moving a little: one track per video
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a", "b", "c"):
+        write_video(clips / f"{name}.mp4", 150, fps=25, draw=portrait, size=(320, 240))
+    args = ["video", str(clips), "--model", str(model_file), "--every", "2", "--quiet"]
+    full, out = tmp_path / "full.jsonl", tmp_path / "stopped.jsonl"
+    assert fer_batch(*args, "--out", full, "--summary", tmp_path / "full.csv").returncode == 0
+    kill_when([*args, "--out", str(out), "--summary", str(tmp_path / "stopped.csv")],
+              lambda: out.exists() and "b.mp4" in out.read_text())
+    assert "c.mp4" not in out.read_text()
+    proc = fer_batch(*args, "--out", out, "--summary", tmp_path / "stopped.csv", "--resume")
+    assert proc.returncode == 0, proc.stderr
+
+    def rows(path: Path) -> list[dict[str, str]]:
+        return [{k: str(v) for k, v in flat_record(json.loads(line)).items()} for line in path.open()]
+    assert same_rows(rows(out), rows(full)) and len(rows(full)) == 3 * 75
+    assert sum("faces.0.track" in row for row in rows(full)) > 200  # the face is found and tracked
+    # The summary covers every video, also the one finished before the run was killed.
+    summary = list(csv.DictReader((tmp_path / "full.csv").open()))
+    assert len(summary) >= 3 and same_rows(list(csv.DictReader((tmp_path / "stopped.csv").open())), summary)
