@@ -1,0 +1,130 @@
+"""The run loop: every outcome reaches every sink, every sink is closed however the run ends, one exit code."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_batch.errors import ExitCode
+from fer_batch.frames import Frame, FrameError, FrameSource, SourceEnd
+from fer_batch.records import Box, Detection, FrameResult, Status
+from fer_batch.run import RunSummary, run
+from fer_batch.sinks import RecordSink, Sink
+from fer_batch.writers import get_writer
+
+from .conftest import SAMPLE_MEDIA
+
+
+class Recorder(Sink):
+    """Keeps what it is given; raises ``fail`` on the ``at``-th record."""
+
+    def __init__(self, fail: BaseException | None = None, at: int = -1) -> None:
+        self.results: list[FrameResult] = []
+        self.ends: list[str] = []
+        self.closed = 0
+        self.fail, self.at = fail, at
+
+    def receive(self, result: FrameResult, frame: Frame | None) -> None:
+        if len(self.results) == self.at and self.fail is not None:
+            raise self.fail
+        self.results.append(result)
+
+    def end_source(self, end: SourceEnd) -> None:
+        self.ends.append(end.source)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class CentreDetector:
+    """One 'face' in the middle of every image."""
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        return [[Detection(Box(i.shape[1] // 4, i.shape[0] // 4, i.shape[1] // 2, i.shape[0] // 2), 0.9)]
+                for i in images]
+
+
+@pytest.fixture(scope="module")
+def analyzer(tiny_model_path: Path):  # type: ignore[no-untyped-def]
+    from fer_batch.pipeline import Analyzer
+
+    return Analyzer(tiny_model_path, CentreDetector(), workers=1)
+
+
+def test_summary_maps_to_one_exit_code() -> None:
+    assert RunSummary().exit_code is ExitCode.OK
+    errors = RunSummary()
+    errors.counts[Status.ERROR] = 1
+    assert errors.exit_code is ExitCode.INPUT_ERRORS
+    assert RunSummary(output_failures=1).exit_code is ExitCode.INPUT_ERRORS  # a chart that could not be written
+    assert RunSummary(interrupted=True, output_failures=1).exit_code is ExitCode.INTERRUPTED
+    assert RunSummary(broken_pipe=True, interrupted=True).exit_code is ExitCode.BROKEN_PIPE
+    assert "dropped" in RunSummary(dropped_frames=3).describe()
+
+
+def test_every_input_reaches_every_sink_in_order(analyzer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    inputs = [SAMPLE_MEDIA / "grace_hopper.jpg", tmp_path / "missing.jpg", SAMPLE_MEDIA / "chelsea_cat.png"]
+    a, b = Recorder(), Recorder()
+    summary = run(FrameSource(inputs, workers=2), analyzer, [a, b])
+    assert [Path(r.source).name for r in a.results] == ["grace_hopper.jpg", "missing.jpg", "chelsea_cat.png"]
+    assert a.results == b.results and a.ends == b.ends == [str(i) for i in inputs]
+    assert [r.status for r in a.results] == [Status.OK, Status.ERROR, Status.OK]
+    assert summary.inputs == 3 and summary.faces == 2 and summary.exit_code is ExitCode.INPUT_ERRORS
+    assert a.closed == b.closed == 1
+
+
+def test_ctrl_c_closes_every_sink_and_leaves_valid_json(analyzer) -> None:  # type: ignore[no-untyped-def]
+    stream = io.StringIO()
+    rows = RecordSink(get_writer("json", stream, analyzer.class_names))
+    stopper, other = Recorder(KeyboardInterrupt(), at=2), Recorder()
+    summary = run(FrameSource([SAMPLE_MEDIA] * 3, workers=2), analyzer, [rows, stopper, other])
+    assert summary.interrupted and summary.exit_code is ExitCode.INTERRUPTED
+    assert len(json.loads(stream.getvalue())) == 3  # written before the interruption, array closed
+    assert stopper.closed == other.closed == 1
+
+
+def test_other_errors_close_the_sinks_then_propagate(analyzer) -> None:  # type: ignore[no-untyped-def]
+    failing, other = Recorder(OSError("disk full"), at=0), Recorder()
+    with pytest.raises(OSError, match="disk full"):
+        run(FrameSource([SAMPLE_MEDIA]), analyzer, [failing, other])
+    assert failing.closed == other.closed == 1
+
+
+def test_a_sink_that_cannot_write_its_output_fails_the_run(analyzer) -> None:  # type: ignore[no-untyped-def]
+    def write_chart() -> Path:
+        raise OSError("read-only file system")
+
+    class Broken(Sink):
+        def close(self) -> None:
+            self._attempt("chart", write_chart)
+
+    summary = run(FrameSource([SAMPLE_MEDIA / "grace_hopper.jpg"]), analyzer, [Broken()])
+    assert summary.output_failures == 1 and summary.exit_code is ExitCode.INPUT_ERRORS
+
+
+def test_inputs_that_cannot_be_opened_need_no_analysis(tmp_path: Path) -> None:
+    source = FrameSource([tmp_path / "missing.jpg", tmp_path])
+    assert not source.openable
+    sink = Recorder()
+    summary = run(source, None, [sink])
+    assert [r.status for r in sink.results] == [Status.ERROR, Status.ERROR]
+    assert summary.exit_code is ExitCode.INPUT_ERRORS
+
+
+def test_frame_source_events_and_skipped_inputs(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    source = FrameSource([SAMPLE_MEDIA / "grace_hopper.jpg", broken, tmp_path / "missing.png"], workers=2)
+    events = list(source)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["Frame", "SourceEnd", "FrameError", "SourceEnd", "FrameError", "SourceEnd"]
+    assert isinstance(events[0], Frame) and events[0].width > 0 and events[0].time_s is None
+    assert isinstance(events[2], FrameError) and "not a readable image" in events[2].reason
+    skipping = FrameSource([SAMPLE_MEDIA / "grace_hopper.jpg", broken], skip={str(broken)})
+    assert [e.source for e in skipping if isinstance(e, SourceEnd)] == [str(SAMPLE_MEDIA / "grace_hopper.jpg")]
+    assert skipping.remaining == 1
