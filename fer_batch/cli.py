@@ -230,8 +230,8 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
         if analysis is not None and video:
             from fer_batch.video import VideoAnalyzer  # noqa: PLC0415
 
-            analysis = VideoAnalyzer(analysis, source.sampling)  # type: ignore[arg-type, assignment]
-            log.info("sampling: %s", source.sampling.describe())  # type: ignore[attr-defined]
+            analysis = VideoAnalyzer(analysis, source.sampling)  # type: ignore[assignment]
+            log.info("sampling: %s", source.sampling.describe())
         rows = RecordSink.to_path(options.out, class_names, fmt=output_format, video=video, append=point.append)
     except FerBatchError as exc:
         raise _fail(exc) from None

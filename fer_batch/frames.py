@@ -27,7 +27,7 @@ from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from fer_batch.errors import InputError, UsageError
 from fer_batch.records import FrameResult, Status
 from fer_batch.runtime import usable_cpus
 from fer_batch.sources import IMAGE_SUFFIXES, STDIN, SourceItem, iter_sources, read_image
+
+if TYPE_CHECKING:
+    from fer_batch.video import Sampling
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +141,7 @@ class FrameSource:
         inputs: Iterable[str | Path],
         *,
         video: bool = False,
-        sampling: object | None = None,
+        sampling: Sampling | None = None,
         all_frames: bool = False,
         workers: int | None = None,
         live: LiveOptions | None = None,
