@@ -128,3 +128,31 @@ def test_frame_source_events_and_skipped_inputs(tmp_path: Path) -> None:
     skipping = FrameSource([SAMPLE_MEDIA / "grace_hopper.jpg", broken], skip={str(broken)})
     assert [e.source for e in skipping if isinstance(e, SourceEnd)] == [str(SAMPLE_MEDIA / "grace_hopper.jpg")]
     assert skipping.remaining == 1
+
+
+def test_show_window_draws_each_frame_and_q_stops_the_run(analyzer, monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The --show sink, with OpenCV's window calls stubbed (this machine has no display)."""
+    import cv2
+
+    from fer_batch import annotate
+
+    shown: list[np.ndarray] = []
+    keys = iter([-1, -1, ord("q")])
+    monkeypatch.setattr(annotate, "display_problem", lambda: None)
+    monkeypatch.setattr(cv2, "imshow", lambda name, image: shown.append(image))
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: next(keys))
+    monkeypatch.setattr(cv2, "destroyAllWindows", lambda: None)
+    rows = Recorder()
+    summary = run(FrameSource([SAMPLE_MEDIA] * 2), analyzer, [rows, annotate.ShowSink(analyzer.class_names)])
+    assert len(shown) == 3 and summary.interrupted and len(rows.results) == 3
+    assert shown[0].shape[2] == 3
+
+
+def test_show_refuses_clearly_without_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fer_batch import annotate
+    from fer_batch.errors import UsageError
+
+    monkeypatch.setattr(annotate, "display_problem", lambda: "no display to show a window on (DISPLAY is not set)")
+    with pytest.raises(UsageError, match="--show: no display"):
+        annotate.ShowSink(("happy",))
