@@ -59,8 +59,8 @@ def run(folder: Path, out: Path, options: list[str]) -> tuple[float, float, int]
     """Wall seconds, peak resident MiB of the child, and the rows written."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "fer_batch", "images", str(folder), "--out", str(out), "--quiet",
-                    *options], check=True, cwd=REPO)
+    subprocess.run([sys.executable, "-m", "fer_batch", "images", str(folder), "--out", str(out), "--overwrite",
+                    "--quiet", *options], check=True, cwd=REPO)
     wall = time.perf_counter() - began
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux: the largest child so far
     if peak <= before:

@@ -243,8 +243,8 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
         raise typer.Exit(int(summary.exit_code))  # nobody reads any more: no summary line either
     log.info("%s%s", summary.describe(noun), "" if options.out == "-" else f"; results in {options.out}")
     if summary.interrupted:
-        log.warning("interrupted: the output holds the %d %s finished so far; finish with --resume",
-                    point.kept + rows.count, noun)
+        log.warning("interrupted: the output holds the %d %s finished so far%s", point.kept + rows.count, noun,
+                    "" if options.out == "-" else "; the same command with --resume finishes it")
     tables = [sink.table() for sink in sinks if isinstance(sink, TrackSummarySink)]
     if tables and not options.quiet:
         typer.echo("\n".join(tables), err=True)  # the summaries were asked for; otherwise one log line ends a run
