@@ -26,7 +26,7 @@ from fer_batch.writers import OutputFormat, format_for_path, get_writer
 
 if TYPE_CHECKING:
     from fer_batch.pipeline import Analyzer
-    from training.train import TrainConfig
+    from fer_batch.training.train import TrainConfig
 
 app = typer.Typer(
     name="fer-batch",
@@ -410,8 +410,8 @@ def train(
 ) -> None:
     """Train an expression classifier; the output folder can be passed to --model."""
     _setup_logging(quiet)
-    from training.metrics import format_report  # noqa: PLC0415
-    from training.train import TrainConfig, check_options, run_training  # noqa: PLC0415
+    from fer_batch.training.metrics import format_report  # noqa: PLC0415
+    from fer_batch.training.train import TrainConfig, check_options, run_training  # noqa: PLC0415
 
     config = TrainConfig(dataset=dataset, out=out, recipe=recipe, epochs=epochs, batch_size=batch_size,
                          learning_rate=learning_rate, schedule=schedule, optimizer=optimizer,
@@ -483,8 +483,8 @@ def _count_split(split_dir: Path) -> tuple[int, list[str]]:
 
 def _training_plan(config: TrainConfig, resume: bool) -> str | None:
     """What ``train`` is about to do, in one line; None when training is about to refuse (it says why)."""
-    from training.data import TRAIN_SPLIT, VALIDATION_SPLIT  # noqa: PLC0415
-    from training.train import config_from_json, load_state  # noqa: PLC0415
+    from fer_batch.training.data import TRAIN_SPLIT, VALIDATION_SPLIT  # noqa: PLC0415
+    from fer_batch.training.train import config_from_json, load_state  # noqa: PLC0415
 
     start = ""
     if resume:
@@ -519,8 +519,8 @@ def evaluate(
 ) -> None:
     """Score a model on labelled face crops: accuracy, macro F1, per-class metrics, confusion matrix."""
     _setup_logging(False)
-    from training.evaluate import evaluate_folder  # noqa: PLC0415
-    from training.metrics import format_report  # noqa: PLC0415
+    from fer_batch.training.evaluate import evaluate_folder  # noqa: PLC0415
+    from fer_batch.training.metrics import format_report  # noqa: PLC0415
 
     try:
         model_path = resolve_model(model)  # before TensorFlow loads: a wrong name is reported at once
@@ -557,7 +557,7 @@ def quantize(
 ) -> None:
     """Add an int8 copy of a model's network (several times faster on a CPU) and measure what it costs."""
     _setup_logging(False)
-    from training.quantize import quantize_model  # noqa: PLC0415
+    from fer_batch.training.quantize import quantize_model  # noqa: PLC0415
 
     try:
         model_path = resolve_model(model)  # before TensorFlow loads: a wrong name is reported at once

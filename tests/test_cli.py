@@ -201,7 +201,7 @@ def test_options_that_do_nothing_say_so_once(tmp_path: Path) -> None:
 
 
 def test_train_says_at_once_what_it_does_and_which_options_it_ignores(tmp_path: Path) -> None:
-    from training.train import STATE_FILE, TrainConfig
+    from fer_batch.training.train import STATE_FILE, TrainConfig
 
     dataset = write_drawn_dataset(tmp_path / "data", per_class=2)
     (dataset / "validation" / "unknown").mkdir()  # refused once the images are read, after the start message

@@ -26,8 +26,8 @@ import numpy as np
 from fer_batch.errors import DatasetError, UsageError
 from fer_batch.model_file import PRECISIONS, ModelInfo, drop_float32, load_keras_model, save_model, write_int8
 from fer_batch.runtime import silenced_stderr
-from training.data import TRAIN_SPLIT, VALIDATION_SPLIT, ImageSet, load_image_folder
-from training.models import logits_model
+from fer_batch.training.data import TRAIN_SPLIT, VALIDATION_SPLIT, ImageSet, load_image_folder
+from fer_batch.training.models import logits_model
 
 DEFAULT_CALIBRATION_IMAGES = 500
 
@@ -130,7 +130,7 @@ def quantize_model(
 
 
 def _with_validation(result: QuantizeResult, validation_dir: Path) -> QuantizeResult:
-    from training.evaluate import predicted_classes  # noqa: PLC0415
+    from fer_batch.training.evaluate import predicted_classes  # noqa: PLC0415
 
     data = load_image_folder(validation_dir, result.info.input_size, class_names=result.info.class_names)
     predictions = {p: predicted_classes(result.path, data, precision=p) for p in PRECISIONS}

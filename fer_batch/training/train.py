@@ -32,10 +32,10 @@ import pandas as pd
 
 from fer_batch.errors import UsageError
 from fer_batch.model_file import ModelInfo, save_model
-from training.data import TRAIN_SPLIT, ImageSet, load_dataset, make_batches
-from training.metrics import format_report
-from training.plots import plot_history
-from training.targets import training_targets
+from fer_batch.training.data import TRAIN_SPLIT, ImageSet, load_dataset, make_batches
+from fer_batch.training.metrics import format_report
+from fer_batch.training.plots import plot_history
+from fer_batch.training.targets import training_targets
 
 MODEL_FILE = "model.keras"
 CHECKPOINT_FILE = "checkpoints/last.keras"
@@ -68,7 +68,7 @@ class TrainConfig:
     flip_average: bool = False  # stored in the model: inference averages each crop with its mirror (2x the cost)
     name: str = "custom"
     init_from: Path | None = None  # start from this model's weights (fine-tuning) instead of a new `recipe`
-    ferplus_weight: float = 0.0  # blend the FER+ vote distribution into the targets (training.targets)
+    ferplus_weight: float = 0.0  # blend the FER+ vote distribution into the targets (fer_batch.training.targets)
     drop_non_faces: bool = False  # leave out training images FER+ marks as not a face
     teachers: tuple[Path, ...] = ()  # distil: blend these models' mean probabilities into the targets
     teacher_weight: float = 0.5
@@ -124,7 +124,7 @@ def _initial_model(config: TrainConfig, input_shape: tuple[int, int, int], num_c
 
     With ``config.mixed_precision`` its layers compute in bfloat16 (the output layer stays float32).
     """
-    from training.models import MIXED_POLICY, build_model, with_dtype_policy  # noqa: PLC0415
+    from fer_batch.training.models import MIXED_POLICY, build_model, with_dtype_policy  # noqa: PLC0415
 
     if config.init_from is not None:
         from fer_batch.model_file import load_keras_model  # noqa: PLC0415
@@ -238,7 +238,7 @@ def epoch_batches(data: ImageSet, config: TrainConfig, epoch: int) -> Any:
     seed = epoch_seed(config, epoch)
     augmenter = None
     if config.augment:
-        from training.models import build_augmenter  # noqa: PLC0415
+        from fer_batch.training.models import build_augmenter  # noqa: PLC0415
 
         augmenter = build_augmenter(seed, random_erasing=config.random_erasing,
                                     crop_padding=config.crop_padding, image_size=config.image_size)
@@ -279,7 +279,7 @@ def iter_epochs(
     """
     import keras  # noqa: PLC0415
 
-    from training.models import with_dtype_policy  # noqa: PLC0415
+    from fer_batch.training.models import with_dtype_policy  # noqa: PLC0415
 
     out = Path(config.out)
     state = load_state(out)
@@ -356,14 +356,14 @@ def iter_epochs(
 def write_report(out: Path, validation: ImageSet | None = None) -> dict[str, Any]:
     """Curves, validation metrics and confusion matrix of the best model in ``out``."""
     from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
-    from training.evaluate import evaluate_images  # noqa: PLC0415
+    from fer_batch.training.evaluate import evaluate_images  # noqa: PLC0415
 
     out = Path(out)
     plot_history(pd.read_csv(out / HISTORY_FILE), out / "curves.png", title=f"Training: {out.name}")
     classifier = EmotionClassifier.load(out / MODEL_FILE)
     if validation is None:
         config = json.loads((out / CONFIG_FILE).read_text())
-        from training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
+        from fer_batch.training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
 
         validation = load_image_folder(Path(config["dataset"]) / VALIDATION_SPLIT, tuple(config["image_size"]),
                                        class_names=classifier.class_names)

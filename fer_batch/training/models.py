@@ -240,7 +240,7 @@ def build_augmenter(seed: int = 0, random_erasing: float = 0.0, crop_padding: in
     extra: list[keras.layers.Layer] = []
     if crop_padding > 0 and keras_backend() == "tensorflow":
         extra += [layers.ZeroPadding2D(crop_padding), layers.RandomCrop(*image_size, seed=seed + 6)]
-    elif crop_padding > 0:  # Keras's RandomCrop cannot be compiled by jax.jit (training.data compiles the augmenter)
+    elif crop_padding > 0:  # Keras's RandomCrop cannot be compiled by jax.jit (fer_batch.training.data compiles the augmenter)
         extra.append(RandomPadCrop(crop_padding, seed=seed + 6))
     if random_erasing > 0:
         extra.append(layers.RandomErasing(factor=(random_erasing, random_erasing), scale=(0.02, 0.25),
