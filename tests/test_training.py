@@ -20,6 +20,7 @@ from fer_batch.model_file import EMOTIONS, load_keras_model, read_info
 from fer_batch.training.data import ImageSet, load_dataset
 from fer_batch.training.evaluate import evaluate_folder
 from fer_batch.training.models import RECIPES, build_augmenter, build_model
+from fer_batch.training.options import Recipe
 from fer_batch.training.train import TrainConfig, epoch_batches, iter_epochs, run_training
 from tests.conftest import write_drawn_dataset
 
@@ -36,6 +37,7 @@ def test_dataset_layout_errors(tmp_path: Path) -> None:
 
 
 def test_recipes_take_raw_pixels_and_output_probabilities() -> None:
+    assert list(RECIPES) == list(Recipe)  # --recipe offers what build_model builds
     for recipe in RECIPES:
         model = build_model(recipe, (48, 48, 1), 7)
         probs = model(np.full((2, 48, 48, 1), 255.0, np.float32), training=False).numpy()

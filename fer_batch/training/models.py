@@ -13,6 +13,8 @@ from typing import Any
 import keras
 from keras import layers
 
+from fer_batch.training.options import Recipe
+
 
 def _softmax_head(x: Any, num_classes: int) -> Any:
     return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
@@ -158,15 +160,15 @@ def _set_layer_policies(config: dict[str, Any], policy: str, keep_outputs_float3
                                         "config": {"name": name}, "registered_name": None}
 
 
-RECIPES: dict[str, Callable[[tuple[int, int, int], int], keras.Model]] = {
-    "compact": build_compact,
-    "wide": build_wide,
-    "vgg": build_vgg,
-    "resnet": build_resnet,
+RECIPES: dict[Recipe, Callable[[tuple[int, int, int], int], keras.Model]] = {
+    Recipe.COMPACT: build_compact,
+    Recipe.WIDE: build_wide,
+    Recipe.VGG: build_vgg,
+    Recipe.RESNET: build_resnet,
 }
 
 
-def build_model(recipe: str, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def build_model(recipe: Recipe | str, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     """Build the named architecture; raises ``KeyError`` listing the known names."""
     try:
         builder = RECIPES[recipe]
