@@ -40,7 +40,7 @@ SHAPE = (48, 48, 1)
 def training_rate(recipe: str, mixed: bool, steps: int) -> tuple[int, float]:
     import keras  # noqa: PLC0415
 
-    from training.models import MIXED_POLICY, build_model, with_dtype_policy  # noqa: PLC0415
+    from fer_batch.training.models import MIXED_POLICY, build_model, with_dtype_policy  # noqa: PLC0415
 
     model = build_model(recipe, SHAPE, len(EMOTIONS))
     if mixed:
@@ -59,8 +59,8 @@ def training_rate(recipe: str, mixed: bool, steps: int) -> tuple[int, float]:
 
 
 def int8_rate(recipe: str, repeats: int) -> float:
-    from training.models import build_model  # noqa: PLC0415
-    from training.quantize import convert_int8  # noqa: PLC0415
+    from fer_batch.training.models import build_model  # noqa: PLC0415
+    from fer_batch.training.quantize import convert_int8  # noqa: PLC0415
 
     info = ModelInfo(class_names=EMOTIONS, input_size=SHAPE[:2], channels=1)
     rng = np.random.default_rng(1)
@@ -75,7 +75,7 @@ def int8_rate(recipe: str, repeats: int) -> float:
 
 
 def main() -> None:
-    from training.models import RECIPES  # noqa: PLC0415
+    from fer_batch.training.models import RECIPES  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipes", nargs="*", default=list(RECIPES), help="recipe names (default: all)")

@@ -114,7 +114,7 @@ class Int8Runner:
             self._interpreter = interpreter(model_content=tflite_model, num_threads=threads or usable_cpus())
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
-        # Quantised without its softmax (see training.quantize): the softmax runs here, in float.
+        # Quantised without its softmax (see fer_batch.training.quantize): the softmax runs here, in float.
         self._logits = info.int8_output == "logits"
         self._batch = -1  # the batch size the interpreter's tensors are allocated for
 

@@ -25,6 +25,7 @@ from fer_batch.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DEFAULT_TH
 from fer_batch.errors import ExitCode, FerBatchError
 from fer_batch.models import DEFAULT_MODEL, resolve_model
 from fer_batch.sources import IMAGE_SUFFIXES
+from fer_batch.training.options import DefaultPrecision, Optimizer, Recipe, Schedule, TrainConfig, config_from_json
 from fer_batch.writers import OutputFormat
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from fer_batch.pipeline import Analyzer
     from fer_batch.resume import ResumePoint
     from fer_batch.sinks import Sink
-    from training.train import TrainConfig
 
 app = typer.Typer(
     name="fer-batch",
@@ -363,70 +363,67 @@ def video(
 @app.command(short_help="Train an expression classifier on a folder dataset.")
 def train(
     ctx: typer.Context,
+    # Every parameter but --resume and --quiet is the TrainConfig field of its name, whose default it takes.
     dataset: Annotated[Path, typer.Argument(help="Folder with train/<class>/ and validation/<class>/ images.",
                                             exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (model.keras, history, charts).")] = Path(
         "runs/train"),
-    recipe: Annotated[str, typer.Option(help="Architecture: compact (quickest to train; the default), wide, vgg or resnet.")
-                      ] = "compact",
-    epochs: Annotated[int, typer.Option(min=1)] = 50,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    learning_rate: Annotated[float, typer.Option(min=0.0)] = 1e-3,
-    schedule: Annotated[str, typer.Option(help="cosine (decay to 1% over all epochs), constant, or plateau "
-                                               "(halve after 3 epochs without a lower validation loss).")
-                        ] = "cosine",
-    optimizer: Annotated[str, typer.Option(help="adam, adamw, or sgd (Nesterov momentum 0.9).")] = "adam",
-    weight_decay: Annotated[float, typer.Option(min=0.0, help="Decoupled weight decay (any optimizer).")] = 0.0,
-    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.5)] = 0.0,
-    class_weights: Annotated[bool, typer.Option(help="Weight the loss by inverse class frequency.")] = False,
-    augment: Annotated[bool, typer.Option(help="Random flips, rotations, shifts, zoom, brightness/contrast.")] = True,
+    recipe: Annotated[Recipe, typer.Option(help="Architecture: compact (quickest to train; the default), wide, vgg "
+                                                "or resnet.")] = TrainConfig.recipe,
+    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(min=1)] = TrainConfig.batch_size,
+    learning_rate: Annotated[float, typer.Option(min=0.0)] = TrainConfig.learning_rate,
+    schedule: Annotated[Schedule, typer.Option(help="cosine (decay to 1% over all epochs), constant, or plateau "
+                                                    "(halve after 3 epochs without a lower validation loss).")
+                        ] = TrainConfig.schedule,
+    optimizer: Annotated[Optimizer, typer.Option(help="adam, adamw, or sgd (Nesterov momentum 0.9).")
+                         ] = TrainConfig.optimizer,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help="Decoupled weight decay (any optimizer).")
+                            ] = TrainConfig.weight_decay,
+    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.5)] = TrainConfig.label_smoothing,
+    class_weights: Annotated[bool, typer.Option(help="Weight the loss by inverse class frequency.")
+                             ] = TrainConfig.class_weights,
+    augment: Annotated[bool, typer.Option(help="Random flips, rotations, shifts, zoom, brightness/contrast.")
+                       ] = TrainConfig.augment,
     random_erasing: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="With --augment: share of images with one random patch replaced by noise.")] = 0.0,
+        min=0.0, max=1.0, help="With --augment: share of images with one random patch replaced by noise.")
+                              ] = TrainConfig.random_erasing,
     crop_padding: Annotated[int, typer.Option(
-        min=0, help="With --augment: zero-pad by this many pixels, then crop back at a random position.")] = 0,
-    seed: Annotated[int, typer.Option()] = 1337,
+        min=0, help="With --augment: zero-pad by this many pixels, then crop back at a random position.")
+                            ] = TrainConfig.crop_padding,
+    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
     name: Annotated[str, typer.Option(help="Model name stored in the model file; it also seeds each epoch's "
-                                           "shuffle and augmentation, so give a fine-tune its own.")] = "custom",
+                                           "shuffle and augmentation, so give a fine-tune its own.")
+                    ] = TrainConfig.name,
     init_from: Annotated[str | None, typer.Option(help="Fine-tune this model (fast, a .keras file or a training "
                                                        "folder; not accurate, which holds int8 only) instead of a "
                                                        "new --recipe.")] = None,
     ferplus_weight: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Blend this much of the FER+ vote distribution (DATASET/ferplus_labels.csv) into "
-                               "each training target.")] = 0.0,
+                               "each training target.")] = TrainConfig.ferplus_weight,
     drop_non_faces: Annotated[bool, typer.Option(
-        help="Leave out training images that FER+ annotators marked as not a face.")] = False,
+        help="Leave out training images that FER+ annotators marked as not a face.")] = TrainConfig.drop_non_faces,
     flip_average: Annotated[bool, typer.Option(
         help="Store in the model that inference averages each face with its mirror image (twice the cost).")
-                            ] = False,
-    teacher: Annotated[list[str] | None, typer.Option(
-        help="Distil from this model (shipped name, .keras file or training folder): blend its probabilities "
-             "into the targets. Repeat for an ensemble of teachers.")] = None,
+                            ] = TrainConfig.flip_average,
+    teachers: Annotated[list[str] | None, typer.Option(
+        "--teacher", help="Distil from this model (shipped name, .keras file or training folder): blend its "
+                          "probabilities into the targets. Repeat for an ensemble of teachers.")] = None,
     teacher_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of the teacher in each target.")
-                              ] = 0.5,
+                              ] = TrainConfig.teacher_weight,
     mixed_precision: Annotated[bool, typer.Option(
         help="Compute in bfloat16 with float32 weights: faster on CPUs with bfloat16 instructions and on GPUs. "
-             "The saved model is float32.")] = False,
+             "The saved model is float32.")] = TrainConfig.mixed_precision,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Train an expression classifier; the output folder can be passed to --model."""
     _setup_logging(quiet)
-    from training.metrics import format_report  # noqa: PLC0415
-    from training.train import TrainConfig, check_options, run_training  # noqa: PLC0415
+    from fer_batch.training.metrics import format_report  # noqa: PLC0415
+    from fer_batch.training.train import run_training  # noqa: PLC0415
 
-    config = TrainConfig(dataset=dataset, out=out, recipe=recipe, epochs=epochs, batch_size=batch_size,
-                         learning_rate=learning_rate, schedule=schedule, optimizer=optimizer,
-                         weight_decay=weight_decay, label_smoothing=label_smoothing, class_weights=class_weights,
-                         augment=augment, random_erasing=random_erasing, crop_padding=crop_padding, seed=seed,
-                         name=name,
-                         init_from=Path(init_from) if init_from else None, ferplus_weight=ferplus_weight,
-                         drop_non_faces=drop_non_faces, teachers=tuple(Path(t) for t in teacher or ()),
-                         teacher_weight=teacher_weight, flip_average=flip_average,
-                         mixed_precision=mixed_precision)
-    try:
-        check_options(config)
-    except FerBatchError as exc:
-        raise _fail(exc) from None
+    # TrainConfig turns the names of paths and choices into Path and enum values.
+    config = TrainConfig(**{key: value for key, value in ctx.params.items() if key not in ("resume", "quiet")})
     plan = _training_plan(config, resume)
     if plan:
         log.info("%s", plan)  # at once: the first epoch can take minutes, and TensorFlow seconds to load
@@ -454,15 +451,16 @@ def train(
 
 def _warn_training_options(ctx: typer.Context, config: TrainConfig, resume: bool) -> None:
     """One warning for each group of options that do nothing in this run."""
+    flags = {param.name: param.opts[0] for param in ctx.command.params}  # the option of each parameter
     if resume:
-        ignored = [f"--{name.replace('_', '-')}" for name in ctx.params
+        ignored = [flags[name] for name in ctx.params
                    if name not in ("dataset", "out", "resume", "quiet") and _given(ctx, name)]
         if ignored:
             log.warning("--resume continues with the options the run was started with; ignored: %s",
                         ", ".join(ignored))
         return
     if not config.augment:
-        ignored = [f"--{name.replace('_', '-')}" for name in ("random_erasing", "crop_padding") if _given(ctx, name)]
+        ignored = [flags[name] for name in ("random_erasing", "crop_padding") if _given(ctx, name)]
         if ignored:
             log.warning("%s %s only with --augment; ignored with --no-augment", " and ".join(ignored),
                         "applies" if len(ignored) == 1 else "apply")
@@ -484,8 +482,8 @@ def _count_split(split_dir: Path) -> tuple[int, list[str]]:
 
 def _training_plan(config: TrainConfig, resume: bool) -> str | None:
     """What ``train`` is about to do, in one line; None when training is about to refuse (it says why)."""
-    from training.data import TRAIN_SPLIT, VALIDATION_SPLIT  # noqa: PLC0415
-    from training.train import config_from_json, load_state  # noqa: PLC0415
+    from fer_batch.training.data import TRAIN_SPLIT, VALIDATION_SPLIT  # noqa: PLC0415
+    from fer_batch.training.train import load_state  # noqa: PLC0415
 
     start = ""
     if resume:
@@ -520,8 +518,8 @@ def evaluate(
 ) -> None:
     """Score a model on labelled face crops: accuracy, macro F1, per-class metrics, confusion matrix."""
     _setup_logging(False)
-    from training.evaluate import evaluate_folder  # noqa: PLC0415
-    from training.metrics import format_report  # noqa: PLC0415
+    from fer_batch.training.evaluate import evaluate_folder  # noqa: PLC0415
+    from fer_batch.training.metrics import format_report  # noqa: PLC0415
 
     try:
         model_path = resolve_model(model)  # before TensorFlow loads: a wrong name is reported at once
@@ -544,7 +542,8 @@ def quantize(
                                                  "validation/<class>/ (to measure the cost in accuracy).",
                                             exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="The new model file (.keras).", dir_okay=False)],
-    precision: Annotated[str, typer.Option(help="What the new file runs by default: int8 or float32.")] = "int8",
+    precision: Annotated[DefaultPrecision, typer.Option(help="What the new file runs by default: int8 or float32.")
+                         ] = DefaultPrecision.INT8,
     flip_average: Annotated[bool | None, typer.Option(
         help="Average each face with its mirror image at inference (default: as the source model).")] = None,
     name: Annotated[str | None, typer.Option(help="Model name stored in the file (default: the source's).")
@@ -558,7 +557,7 @@ def quantize(
 ) -> None:
     """Add an int8 copy of a model's network (several times faster on a CPU) and measure what it costs."""
     _setup_logging(False)
-    from training.quantize import quantize_model  # noqa: PLC0415
+    from fer_batch.training.quantize import quantize_model  # noqa: PLC0415
 
     try:
         model_path = resolve_model(model)  # before TensorFlow loads: a wrong name is reported at once

@@ -189,7 +189,7 @@ def load_keras_model(path: Path) -> tuple[Any, ModelInfo]:
         source = info.training.get("quantized", {}).get("from", "unknown")
         raise ModelError(f"{path} holds only its int8 network (the float32 weights were left out to keep the file "
                          f"small): run it at int8, or use the float32 model it was quantised from ({source!r}; "
-                         "for a shipped model, `python -m training.reproduce` rebuilds it)")
+                         "for a shipped model, `python -m fer_batch.training.reproduce` rebuilds it)")
     import keras  # noqa: PLC0415 - TensorFlow is heavy; load it only when a model is needed
 
     try:

@@ -9,7 +9,7 @@ at /dev/null for that moment only. Errors raised by the import still surface
 as Python exceptions.
 
 Training also runs on Keras's JAX backend (``KERAS_BACKEND=jax``), for a GPU
-machine that has JAX but no TensorFlow (see ``training/device_train.sh``);
+machine that has JAX but no TensorFlow (see ``fer_batch/training/device_train.sh``);
 :func:`import_backend_quietly` loads TensorFlow only when it is the backend.
 """
 

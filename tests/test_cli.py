@@ -169,7 +169,8 @@ def fer_batch_without_tensorflow(*args: object) -> subprocess.CompletedProcess[s
     (("video", SAMPLE_MEDIA, "--fps", "0"), 2, "--fps must be a positive number"),
     (("video", SAMPLE_MEDIA, "--annotate", "copy.avi"), 2, "--annotate must name an .mp4 file"),
     (("evaluate", SAMPLE_MEDIA, "--model", "no-such-model"), 3, "no model 'no-such-model'"),
-    (("train", SAMPLE_MEDIA, "--optimizer", "rmsprop"), 2, "unknown optimizer 'rmsprop'"),
+    (("train", SAMPLE_MEDIA, "--optimizer", "rmsprop"), 2, "'rmsprop' is not one of 'adam', 'adamw', 'sgd'"),
+    (("train", SAMPLE_MEDIA, "--recipe", "tiny"), 2, "'tiny' is not one of 'compact', 'wide', 'vgg', 'resnet'"),
 ])
 def test_mistakes_that_need_no_model_are_reported_before_tensorflow_loads(args: tuple[object, ...], code: int,
                                                                          message: str) -> None:
@@ -201,7 +202,7 @@ def test_options_that_do_nothing_say_so_once(tmp_path: Path) -> None:
 
 
 def test_train_says_at_once_what_it_does_and_which_options_it_ignores(tmp_path: Path) -> None:
-    from training.train import STATE_FILE, TrainConfig
+    from fer_batch.training.train import STATE_FILE, TrainConfig
 
     dataset = write_drawn_dataset(tmp_path / "data", per_class=2)
     (dataset / "validation" / "unknown").mkdir()  # refused once the images are read, after the start message
@@ -219,10 +220,27 @@ def test_train_says_at_once_what_it_does_and_which_options_it_ignores(tmp_path: 
     (run / STATE_FILE).parent.mkdir(parents=True)
     saved = TrainConfig(dataset=dataset, out=run, recipe="wide", epochs=9).to_json()
     (run / STATE_FILE).write_text(json.dumps({"epochs_done": 2, "best_val_accuracy": 0.1, "config": saved}))
-    proc = fer_batch("train", dataset, "--out", run, "--resume", "--epochs", "5")
+    proc = fer_batch("train", dataset, "--out", run, "--resume", "--epochs", "5", "--teacher", "fast")
     assert proc.returncode == 4, proc.stderr
     assert "resuming the run in" in proc.stderr and "after epoch 2" in proc.stderr and "recipe wide" in proc.stderr
-    assert "ignored: --epochs" in proc.stderr
+    assert "ignored: --epochs, --teacher" in proc.stderr
+
+
+def test_train_options_are_train_config_fields_with_its_defaults() -> None:
+    # train builds its TrainConfig from its parameters by name; the defaults are written once, in TrainConfig.
+    import inspect
+    from dataclasses import MISSING, fields
+
+    from fer_batch.cli import train
+    from fer_batch.training.options import TrainConfig
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    parameters = {name: p.default for name, p in inspect.signature(train).parameters.items()
+                  if name not in ("ctx", "resume", "quiet")}
+    assert set(parameters) <= set(defaults), set(parameters) - set(defaults)
+    for name, default in parameters.items():
+        if defaults[name] is not MISSING and name != "teachers":  # --teacher: None for none, as Typer needs
+            assert default == defaults[name] and type(default) is type(defaults[name]), name
 
 
 def _photo_folder(root: Path, count: int) -> Path:

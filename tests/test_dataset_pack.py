@@ -1,4 +1,4 @@
-"""training.dataset_pack: a dataset folder packed into one file and back, pixel for pixel."""
+"""fer_batch.training.dataset_pack: a dataset folder packed into one file and back, pixel for pixel."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from fer_batch.errors import DatasetError
+from fer_batch.training.dataset_pack import decode, encode, main, pack, unpack
 from tests.conftest import write_drawn_dataset
-from training.dataset_pack import decode, encode, main, pack, unpack
 
 
 def _pixels(root: Path) -> dict[str, np.ndarray]:

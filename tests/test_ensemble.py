@@ -10,8 +10,8 @@ import pytest
 from fer_batch.classify import EmotionClassifier
 from fer_batch.errors import ModelError
 from fer_batch.model_file import EMOTIONS, ModelInfo, read_info, save_model
+from fer_batch.training.ensemble import ensemble_models, main
 from tests.conftest import build_tiny_model
-from training.ensemble import ensemble_models, main
 
 
 def _second_model(path: Path, **info: object) -> Path:
@@ -58,7 +58,7 @@ def test_command_line(tiny_model_path: Path, tmp_path: Path, capsys: pytest.Capt
 
 def test_mixed_precision_reaches_the_members(tiny_model_path: Path, tmp_path: Path) -> None:
     from fer_batch.model_file import load_keras_model
-    from training.models import MIXED_POLICY, with_dtype_policy
+    from fer_batch.training.models import MIXED_POLICY, with_dtype_policy
 
     def policies(model) -> dict[str, str]:  # type: ignore[no-untyped-def]
         found = {}

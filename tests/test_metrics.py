@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.metrics import classification_report, confusion_matrix, format_report
+from fer_batch.training.metrics import classification_report, confusion_matrix, format_report
 
 
 def test_confusion_matrix_rows_are_true_classes() -> None:

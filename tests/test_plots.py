@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from training.plots import _integer_epochs, plot_confusion_matrix, plot_history
+from fer_batch.training.plots import _integer_epochs, plot_confusion_matrix, plot_history
 
 
 @pytest.mark.parametrize("epochs", [1, 2, 5, 40])

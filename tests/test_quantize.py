@@ -22,8 +22,8 @@ from fer_batch.model_file import (
     write_info,
     write_int8,
 )
+from fer_batch.training.quantize import calibration_sample, quantize_model
 from tests.conftest import write_drawn_dataset
-from training.quantize import calibration_sample, quantize_model
 
 from .test_cli import fer_batch
 
@@ -94,8 +94,8 @@ def test_an_int8_only_file_runs_the_same_int8_network_without_keras(quantized, d
                                EmotionClassifier.load(quantized.path).predict_proba(crops), atol=1e-6)  # network
     with pytest.raises(ModelError, match="holds only its int8 network.*tiny-int8"):
         EmotionClassifier.load(out.path, precision="float32")
-    from training.data import load_image_folder
-    from training.targets import teacher_probabilities
+    from fer_batch.training.data import load_image_folder
+    from fer_batch.training.targets import teacher_probabilities
 
     taught = teacher_probabilities([out.path], load_image_folder(dataset / "validation"))  # it can still teach
     np.testing.assert_allclose(taught.sum(axis=1), 1.0, atol=1e-5)
@@ -137,7 +137,7 @@ def test_members_are_replaced_not_duplicated(quantized, tmp_path: Path) -> None:
 
 
 def test_calibration_draws_training_images_reproducibly(dataset: Path) -> None:
-    from training.data import load_image_folder
+    from fer_batch.training.data import load_image_folder
 
     train = load_image_folder(dataset / "train")
     a, b = calibration_sample(train, 5, seed=1), calibration_sample(train, 5, seed=1)
@@ -172,11 +172,11 @@ def test_command_line_quantize_then_evaluate_at_each_precision(tiny_model_path: 
                      "--precision", "float32")
     assert proc.returncode == 2 and "needs --precision int8" in proc.stderr
     proc = fer_batch("quantize", tiny_model_path, dataset, "--out", tmp_path / "no.keras", "--precision", "int4")
-    assert proc.returncode == 2 and "unknown precision 'int4'" in proc.stderr
+    assert proc.returncode == 2 and "'int4' is not one of 'int8', 'float32'" in proc.stderr
 
 
 def test_an_ensemble_quantizes_to_int8_logits(tiny_model_path: Path, dataset: Path, tmp_path: Path) -> None:
-    from training.ensemble import ensemble_models
+    from fer_batch.training.ensemble import ensemble_models
 
     from .test_ensemble import _second_model
 
@@ -194,7 +194,7 @@ def test_an_ensemble_quantizes_to_int8_logits(tiny_model_path: Path, dataset: Pa
 def test_a_network_without_a_softmax_keeps_its_output() -> None:
     import keras
 
-    from training.models import logits_model
+    from fer_batch.training.models import logits_model
 
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="sigmoid")(inputs))

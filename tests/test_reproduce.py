@@ -1,4 +1,4 @@
-"""`python -m training.reproduce` plans and the model cards written from them, on a tiny drawn dataset."""
+"""`python -m fer_batch.training.reproduce` plans and the model cards written from them, on a tiny drawn dataset."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fer_batch.model_file import read_info, stored_precisions
+from fer_batch.training.model_card import write_card
+from fer_batch.training.reproduce import PLANS, Stage, main, reproduce
 from tests.conftest import write_drawn_dataset
-from training.model_card import write_card
-from training.reproduce import PLANS, Stage, main, reproduce
 
 TINY_PLAN = (
     Stage("base", {"epochs": 1, "batch_size": 8}),
@@ -73,7 +73,7 @@ def test_model_card_describes_every_stage(tiny_runs: tuple[Path, Path], tmp_path
     assert "`tiny`: `mix` with an int8 copy calibrated on 10 training images; keeps the int8 network only" in text
     # The shipped file is int8-only: its float32 figure comes from the network it was quantised from.
     assert "at int8 (the default)" in text and "at float32:" in text and "`mix` network it was quantised from" in text
-    assert "python -m training.reproduce tiny" in text and "runs/shipped/tiny.keras" in text
+    assert "python -m fer_batch.training.reproduce tiny" in text and "runs/shipped/tiny.keras" in text
     for name in ("base_history.csv", "student_curves.png", "confusion_matrix.png"):
         assert (tmp_path / "card" / name).is_file()
 

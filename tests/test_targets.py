@@ -10,8 +10,8 @@ import pytest
 
 from fer_batch.errors import DatasetError
 from fer_batch.model_file import EMOTIONS
-from training.data import ImageSet, make_tf_dataset
-from training.targets import (
+from fer_batch.training.data import ImageSet, make_tf_dataset
+from fer_batch.training.targets import (
     ALL_VOTE_COLUMNS,
     FERPLUS_FILE,
     blend,

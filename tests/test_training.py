@@ -17,11 +17,12 @@ import pytest
 from fer_batch.classify import EmotionClassifier
 from fer_batch.errors import DatasetError, UsageError
 from fer_batch.model_file import EMOTIONS, load_keras_model, read_info
+from fer_batch.training.data import ImageSet, load_dataset
+from fer_batch.training.evaluate import evaluate_folder
+from fer_batch.training.models import RECIPES, build_augmenter, build_model
+from fer_batch.training.options import Recipe
+from fer_batch.training.train import TrainConfig, epoch_batches, iter_epochs, run_training
 from tests.conftest import write_drawn_dataset
-from training.data import ImageSet, load_dataset
-from training.evaluate import evaluate_folder
-from training.models import RECIPES, build_augmenter, build_model
-from training.train import TrainConfig, epoch_batches, iter_epochs, run_training
 
 
 @pytest.fixture()
@@ -36,6 +37,7 @@ def test_dataset_layout_errors(tmp_path: Path) -> None:
 
 
 def test_recipes_take_raw_pixels_and_output_probabilities() -> None:
+    assert list(RECIPES) == list(Recipe)  # --recipe offers what build_model builds
     for recipe in RECIPES:
         model = build_model(recipe, (48, 48, 1), 7)
         probs = model(np.full((2, 48, 48, 1), 255.0, np.float32), training=False).numpy()
@@ -166,7 +168,7 @@ def test_optimizers_and_schedules_train_and_resume(dataset: Path, tmp_path: Path
 def test_plateau_halves_the_rate_after_three_flat_epochs(tmp_path: Path) -> None:
     import keras
 
-    from training.train import _plateau_step
+    from fer_batch.training.train import _plateau_step
 
     model = build_model("compact", (48, 48, 1), 7)
     config = TrainConfig(dataset=tmp_path, out=tmp_path, learning_rate=0.1, schedule="plateau")
@@ -218,7 +220,7 @@ def test_mixed_precision_trains_in_bfloat16_and_saves_float32(dataset: Path, tmp
 
 
 def test_array_batches_feed_what_the_tf_pipeline_feeds(dataset: Path) -> None:
-    from training.data import array_batches, make_tf_dataset
+    from fer_batch.training.data import array_batches, make_tf_dataset
 
     train, _ = load_dataset(dataset)
     batches = array_batches(train, 8, training=False)
@@ -266,7 +268,7 @@ def _run_on_jax_without_tensorflow(code: str, *args: str) -> subprocess.Complete
 
 
 def test_training_runs_on_the_jax_backend_without_tensorflow(dataset: Path, tmp_path: Path) -> None:
-    """The path training/device_train.sh takes on a GPU machine without TensorFlow: Keras on JAX."""
+    """The path fer_batch/training/device_train.sh takes on a GPU machine without TensorFlow: Keras on JAX."""
     out = tmp_path / "jax-run"
     done = _run_on_jax_without_tensorflow(_RUN_CLI, "train", str(dataset), "--out", str(out), "--recipe", "compact",
                                           "--epochs", "2", "--batch-size", "8", "--crop-padding", "2",
@@ -283,8 +285,8 @@ def test_training_runs_on_the_jax_backend_without_tensorflow(dataset: Path, tmp_
 
 _JAX_AUGMENTATION_CHECK = """
 import numpy as np, keras
-from training.data import compiled_augmenter
-from training.models import RandomPadCrop, build_augmenter
+from fer_batch.training.data import compiled_augmenter
+from fer_batch.training.models import RandomPadCrop, build_augmenter
 x = np.random.default_rng(0).uniform(0, 255, (16, 48, 48, 1)).astype(np.float32)
 for seed in (3, 11):  # the second augmenter reuses the first one's compiled function
     eager = build_augmenter(seed, random_erasing=0.5, crop_padding=4)

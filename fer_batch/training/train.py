@@ -23,7 +23,7 @@ import platform
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,55 +32,17 @@ import pandas as pd
 
 from fer_batch.errors import UsageError
 from fer_batch.model_file import ModelInfo, save_model
-from training.data import TRAIN_SPLIT, ImageSet, load_dataset, make_batches
-from training.metrics import format_report
-from training.plots import plot_history
-from training.targets import training_targets
+from fer_batch.training.data import TRAIN_SPLIT, ImageSet, load_dataset, make_batches
+from fer_batch.training.metrics import format_report
+from fer_batch.training.options import Optimizer, Recipe, Schedule, TrainConfig, config_from_json
+from fer_batch.training.plots import plot_history
+from fer_batch.training.targets import training_targets
 
 MODEL_FILE = "model.keras"
 CHECKPOINT_FILE = "checkpoints/last.keras"
 STATE_FILE = "checkpoints/state.json"
 HISTORY_FILE = "history.csv"
 CONFIG_FILE = "train_config.json"
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run (all have defaults except the paths)."""
-
-    dataset: Path
-    out: Path
-    recipe: str = "compact"
-    epochs: int = 50
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    schedule: str = "cosine"  # see SCHEDULES
-    optimizer: str = "adam"  # see OPTIMIZERS
-    weight_decay: float = 0.0  # decoupled weight decay, for any optimizer
-    label_smoothing: float = 0.0
-    class_weights: bool = False  # weight the loss by inverse class frequency
-    augment: bool = True
-    random_erasing: float = 0.0  # with augmentation: the share of images with one random patch replaced by noise
-    crop_padding: int = 0  # with augmentation: pad by this many pixels, then crop back at a random position
-    seed: int = 1337
-    image_size: tuple[int, int] = (48, 48)
-    crop_margin: float = 0.2  # stored in the model: how inference frames detector boxes
-    flip_average: bool = False  # stored in the model: inference averages each crop with its mirror (2x the cost)
-    name: str = "custom"
-    init_from: Path | None = None  # start from this model's weights (fine-tuning) instead of a new `recipe`
-    ferplus_weight: float = 0.0  # blend the FER+ vote distribution into the targets (training.targets)
-    drop_non_faces: bool = False  # leave out training images FER+ marks as not a face
-    teachers: tuple[Path, ...] = ()  # distil: blend these models' mean probabilities into the targets
-    teacher_weight: float = 0.5
-    mixed_precision: bool = False  # compute in bfloat16 (float32 weights); the saved model.keras is float32
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["dataset"] = str(self.dataset)
-        data["out"] = str(self.out)
-        data["init_from"] = str(self.init_from) if self.init_from else None
-        data["teachers"] = [str(t) for t in self.teachers]
-        return data
 
 
 @dataclass(frozen=True)
@@ -102,17 +64,6 @@ class TrainResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def config_from_json(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild a :class:`TrainConfig` written by :meth:`TrainConfig.to_json`."""
-    values = dict(data)
-    values["dataset"] = Path(values["dataset"])
-    values["out"] = Path(values["out"])
-    values["image_size"] = tuple(values["image_size"])
-    values["init_from"] = Path(values["init_from"]) if values.get("init_from") else None
-    values["teachers"] = tuple(Path(t) for t in values.get("teachers", ()))
-    return TrainConfig(**values)
-
-
 def _class_weights(data: ImageSet) -> dict[int, float]:
     counts = np.bincount(data.labels, minlength=len(data.class_names)).astype(float)
     weights = len(data) / (len(counts) * np.maximum(counts, 1.0))
@@ -124,7 +75,7 @@ def _initial_model(config: TrainConfig, input_shape: tuple[int, int, int], num_c
 
     With ``config.mixed_precision`` its layers compute in bfloat16 (the output layer stays float32).
     """
-    from training.models import MIXED_POLICY, build_model, with_dtype_policy  # noqa: PLC0415
+    from fer_batch.training.models import MIXED_POLICY, build_model, with_dtype_policy  # noqa: PLC0415
 
     if config.init_from is not None:
         from fer_batch.model_file import load_keras_model  # noqa: PLC0415
@@ -142,42 +93,34 @@ def _initial_model(config: TrainConfig, input_shape: tuple[int, int, int], num_c
     return with_dtype_policy(model, MIXED_POLICY) if config.mixed_precision else model
 
 
-def _base_recipe(init_from: Path, fallback: str) -> str:
+def _base_recipe(init_from: Path, fallback: Recipe) -> Recipe:
     """The recipe a fine-tuned model was first built with, from its metadata (so the run records it)."""
     from fer_batch.model_file import read_info  # noqa: PLC0415
     from fer_batch.models import resolve_model  # noqa: PLC0415
 
-    return str(read_info(resolve_model(init_from)).training.get("config", {}).get("recipe", fallback))
+    recipe = read_info(resolve_model(init_from)).training.get("config", {}).get("recipe")
+    # None recorded (an ensemble), or one this version does not know: the run records its own --recipe.
+    return Recipe(recipe) if recipe in {r.value for r in Recipe} else fallback
 
 
-# cosine: decays to 1% over all epochs; constant; plateau: see _plateau_step.
-SCHEDULES: tuple[str, ...] = ("cosine", "constant", "plateau")
-OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with Nesterov momentum 0.9"}
+OPTIMIZERS = {Optimizer.ADAM: "Adam", Optimizer.ADAMW: "AdamW", Optimizer.SGD: "SGD with Nesterov momentum 0.9"}
 PLATEAU_PATIENCE = 3
 PLATEAU_FACTOR = 0.5
 PLATEAU_FLOOR = 0.01  # the smallest learning rate, as a share of the initial one
-
-
-def check_options(config: TrainConfig) -> None:
-    """Refuse unknown schedule and optimizer names before any data is read."""
-    if config.schedule not in SCHEDULES:
-        raise UsageError(f"unknown schedule {config.schedule!r}; use {', '.join(SCHEDULES)}")
-    if config.optimizer not in OPTIMIZERS:
-        raise UsageError(f"unknown optimizer {config.optimizer!r}; use {', '.join(OPTIMIZERS)}")
 
 
 def _compile(model: Any, config: TrainConfig, steps_per_epoch: int) -> None:
     import keras  # noqa: PLC0415
 
     lr: Any = config.learning_rate
-    if config.schedule == "cosine":
+    if config.schedule is Schedule.COSINE:
         lr = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.01
         )
     decay = config.weight_decay or None
-    if config.optimizer == "adamw":
+    if config.optimizer is Optimizer.ADAMW:
         optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
-    elif config.optimizer == "sgd":
+    elif config.optimizer is Optimizer.SGD:
         optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, weight_decay=decay)
     else:
         optimizer = keras.optimizers.Adam(learning_rate=lr, weight_decay=decay)
@@ -238,7 +181,7 @@ def epoch_batches(data: ImageSet, config: TrainConfig, epoch: int) -> Any:
     seed = epoch_seed(config, epoch)
     augmenter = None
     if config.augment:
-        from training.models import build_augmenter  # noqa: PLC0415
+        from fer_batch.training.models import build_augmenter  # noqa: PLC0415
 
         augmenter = build_augmenter(seed, random_erasing=config.random_erasing,
                                     crop_padding=config.crop_padding, image_size=config.image_size)
@@ -279,7 +222,7 @@ def iter_epochs(
     """
     import keras  # noqa: PLC0415
 
-    from training.models import with_dtype_policy  # noqa: PLC0415
+    from fer_batch.training.models import with_dtype_policy  # noqa: PLC0415
 
     out = Path(config.out)
     state = load_state(out)
@@ -292,7 +235,6 @@ def iter_epochs(
     if resume:
         # A resumed run keeps every saved option: the learning-rate schedule spans the original epoch count.
         config = config_from_json(state["config"])
-    check_options(config)
     keras.utils.set_random_seed(config.seed)
 
     train_set, val_set = data if data is not None else load_dataset(config.dataset, config.image_size)
@@ -333,7 +275,7 @@ def iter_epochs(
         seconds = time.perf_counter() - began
         metrics = {k: float(v[-1]) for k, v in fit.history.items()}
         metrics["learning_rate"] = _current_lr(model)  # the rate this epoch ended with
-        if config.schedule == "plateau" and "val_loss" in metrics:
+        if config.schedule is Schedule.PLATEAU and "val_loss" in metrics:
             plateau = _plateau_step(model, config, plateau, metrics["val_loss"])
         improved = metrics.get("val_accuracy", -1.0) > best
         if improved:
@@ -356,14 +298,14 @@ def iter_epochs(
 def write_report(out: Path, validation: ImageSet | None = None) -> dict[str, Any]:
     """Curves, validation metrics and confusion matrix of the best model in ``out``."""
     from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
-    from training.evaluate import evaluate_images  # noqa: PLC0415
+    from fer_batch.training.evaluate import evaluate_images  # noqa: PLC0415
 
     out = Path(out)
     plot_history(pd.read_csv(out / HISTORY_FILE), out / "curves.png", title=f"Training: {out.name}")
     classifier = EmotionClassifier.load(out / MODEL_FILE)
     if validation is None:
         config = json.loads((out / CONFIG_FILE).read_text())
-        from training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
+        from fer_batch.training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
 
         validation = load_image_folder(Path(config["dataset"]) / VALIDATION_SPLIT, tuple(config["image_size"]),
                                        class_names=classifier.class_names)
@@ -395,6 +337,7 @@ __all__ = [
     "EpochResult",
     "TrainConfig",
     "TrainResult",
+    "config_from_json",
     "format_report",
     "iter_epochs",
     "run_training",

@@ -32,7 +32,7 @@ class ImageSet:
     """Images of one split as arrays: ``images`` is (N, H, W, 1) uint8, ``labels`` (N,) int.
 
     ``targets`` (N, classes) float, when set, replaces the one-hot labels as
-    what training fits (see :mod:`training.targets`).
+    what training fits (see :mod:`fer_batch.training.targets`).
     """
 
     images: np.ndarray
@@ -176,7 +176,7 @@ def make_batches(data: ImageSet, batch_size: int, *, training: bool, augmenter: 
 def array_batches(data: ImageSet, batch_size: int, *, training: bool, augmenter: Any = None, seed: int = 0) -> Any:
     """A ``keras.utils.PyDataset`` of (float32 images 0..255, targets) from in-memory arrays, for any backend.
 
-    Training order is one permutation drawn from ``seed`` (:func:`training.train.epoch_batches` makes a new
+    Training order is one permutation drawn from ``seed`` (:func:`fer_batch.training.train.epoch_batches` makes a new
     one each epoch); the augmenter runs on each training batch.
     """
     return _array_batches_class()(data, batch_size, training=training, augmenter=augmenter, seed=seed)

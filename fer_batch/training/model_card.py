@@ -1,9 +1,9 @@
 """Write a shipped model's card from its reproduce plan: every figure comes from the runs' own files.
 
-    python -m training.model_card accurate runs/shipped model_cards/accurate \
+    python -m fer_batch.training.model_card accurate runs/shipped model_cards/accurate \
         --hardware "2-core x86-64 CPU, no GPU" --throughput "436 faces/s (python benchmarks/images_benchmark.py)"
 
-For each stage of the plan (see :mod:`training.reproduce`) it copies the
+For each stage of the plan (see :mod:`fer_batch.training.reproduce`) it copies the
 stage's ``history.csv`` and ``curves.png`` as ``<stage>_history.csv`` and
 ``<stage>_curves.png`` and describes its options, time and best epoch; then it
 evaluates the final model on the dataset's ``validation/`` split, writing
@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from training.reproduce import PLANS, Stage, stage_paths
-from training.train import OPTIMIZERS
+from fer_batch.training.reproduce import PLANS, Stage, stage_paths
+from fer_batch.training.train import OPTIMIZERS
 
 
 def _matrix_table(report: dict[str, Any]) -> list[str]:
@@ -36,7 +36,7 @@ def _stage_line(stage: Stage, folder: Path) -> str:
     """One bullet describing a finished stage, from its ``train_config.json`` and ``history.csv``."""
     if stage.members:
         return (f"* `{stage.name}`: the mean of the logits of "
-                + ", ".join(f"`{m}`" for m in stage.members) + " (`python -m training.ensemble`).")
+                + ", ".join(f"`{m}`" for m in stage.members) + " (`python -m fer_batch.training.ensemble`).")
     if stage.quantize_from:
         from fer_batch.model_file import read_info, stored_precisions  # noqa: PLC0415
 
@@ -97,11 +97,11 @@ def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
         lines += [note, ""]
     lines += [
         (f"* {parameters:,} parameters; input 48x48 grayscale, raw 0..255 pixels (rescaling is inside the model), "
-         "7 classes. Recipes are in `training/models.py`."),
+         "7 classes. Recipes are in `fer_batch/training/models.py`."),
         "* Reproduce every stage with one command (it skips finished stages and resumes an interrupted one):",
         "",
         "  ```bash",
-        f"  python -m training.reproduce {plan} ../shared/data/fer2013 --out runs/shipped",
+        f"  python -m fer_batch.training.reproduce {plan} ../shared/data/fer2013 --out runs/shipped",
         (f"  cp {'runs/shipped/' + stages[-1].name + ('.keras' if stages[-1].produces_file else '/model.keras')} "
          f"fer_batch/models/{plan}.keras"),
         "  ```",
@@ -144,8 +144,8 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
     from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
     from fer_batch.model_file import load_keras_model, stored_precisions  # noqa: PLC0415
     from fer_batch.models import resolve_model  # noqa: PLC0415
-    from training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
-    from training.evaluate import evaluate_images, predicted_classes  # noqa: PLC0415
+    from fer_batch.training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
+    from fer_batch.training.evaluate import evaluate_images, predicted_classes  # noqa: PLC0415
 
     paths = stage_paths(plan, root)
     dest.mkdir(parents=True, exist_ok=True)
@@ -183,7 +183,7 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
 def main() -> None:
     parser = argparse.ArgumentParser(description="Write a shipped model's card from its reproduce plan.")
     parser.add_argument("plan", choices=sorted(PLANS))
-    parser.add_argument("root", type=Path, help="the --out folder of python -m training.reproduce")
+    parser.add_argument("root", type=Path, help="the --out folder of python -m fer_batch.training.reproduce")
     parser.add_argument("dest", type=Path)
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--throughput")

@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
-# Prepare gpu/ (git-ignored) for training/device_train.sh, on the developer machine, from the repository root:
-#   bash training/device_prepare.sh [DATASET]      # DATASET: folder or .npz.xz, default ../shared/data/fer2013_train_validation.npz.xz
+# Prepare gpu/ (git-ignored) for fer_batch/training/device_train.sh, on the developer machine, from the repository root:
+#   bash fer_batch/training/device_prepare.sh [DATASET]      # DATASET: folder or .npz.xz, default ../shared/data/fer2013_train_validation.npz.xz
 # It writes
-#   gpu/fer2013.pack   the dataset, packed losslessly (python -m training.dataset_pack; about 2 minutes)
+#   gpu/fer2013.pack   the dataset, packed losslessly (python -m fer_batch.training.dataset_pack; about 2 minutes)
 #   gpu/site-keras-VERSION.tar.xz
 #                      Keras (this venv's version) and the two packages it needs that the GPU machine lacks (namex,
 #                      optree), unpacked for that machine's Python 3.12, so nothing is installed there
 # Delete gpu/fer2013.pack to pack another dataset; a site archive of another Keras version is replaced.
 # and prints what a device call with carry ["gpu"] will send against the tool's 64 MiB limit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 dataset="${1:-../shared/data/fer2013_train_validation.npz.xz}"
 python="${PYTHON:-.venv/bin/python}"
 keras_version="$("$python" -c 'from importlib.metadata import version; print(version("keras"))')"
 mkdir -p gpu
 
 if [ ! -f gpu/fer2013.pack ]; then
-    "$python" -m training.dataset_pack pack "$dataset" --out gpu/fer2013.pack
+    "$python" -m fer_batch.training.dataset_pack pack "$dataset" --out gpu/fer2013.pack
 fi
 
 site="gpu/site-keras-$keras_version.tar.xz"

@@ -3,9 +3,9 @@
 # CUDA but neither TensorFlow nor Keras, and reaches no package index. Quantising, model cards and everything else
 # that needs TensorFlow stay on the developer machine; the trained .keras files load on either backend.
 #
-# First, on the developer machine: bash training/device_prepare.sh (fills the git-ignored gpu/ folder). Then call
-# the device tool with carry ["gpu"], timeout_s at least SECONDS + 60, and a command such as
-#   bash training/device_train.sh 'python3 -m fer_batch train "$DATA" --out "$RUNS/r1" --recipe resnet ...' 420
+# First, on the developer machine: bash fer_batch/training/device_prepare.sh (fills the git-ignored gpu/ folder).
+# Then call the device tool with carry ["gpu"], timeout_s at least SECONDS + 60, and a command such as
+#   bash fer_batch/training/device_train.sh 'python3 -m fer_batch train "$DATA" --out "$RUNS/r1" --recipe resnet ...' 420
 # The quoted commands run with $DATA (the unpacked dataset folder) and $RUNS (a folder for run outputs) set, until
 # SECONDS (default 420) after this script started; then they are stopped (every run keeps its best and its last
 # finished epoch) and the results packed, before the device tool's own limit ends the call. Several runs may share
@@ -20,12 +20,12 @@
 # The exit status is 0 when the commands ended well or at the budget (the normal case) and every run folder holds
 # at least one finished epoch, else 1.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 began=$(date +%s)
 say() { echo "device_train [$(( $(date +%s) - began ))s]: $*"; }
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-    echo "usage: bash training/device_train.sh 'COMMANDS' [SECONDS]  (see the comment at the top of this file)" >&2
+    echo "usage: bash fer_batch/training/device_train.sh 'COMMANDS' [SECONDS]  (see the comment at the top of this file)" >&2
     exit 2
 fi
 budget="${2:-420}"
@@ -43,7 +43,7 @@ python3 -c "import jax, keras; print('device_train: keras', keras.__version__, '
 export DATA=/tmp/fer_data RUNS=/tmp/fer_runs
 mkdir -p "$RUNS"
 if [ ! -d "$DATA/train" ]; then
-    python3 -m training.dataset_pack unpack gpu/fer2013.pack --out "$DATA"
+    python3 -m fer_batch.training.dataset_pack unpack gpu/fer2013.pack --out "$DATA"
 fi
 say "dataset ready in $DATA"
 

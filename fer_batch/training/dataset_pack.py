@@ -1,8 +1,8 @@
 """A dataset folder in one compact, lossless file, to carry to a machine that has no copy of it.
 
-    python -m training.dataset_pack pack ../shared/data/fer2013 --out gpu/fer2013.pack
-    python -m training.dataset_pack pack ../shared/data/fer2013_train_validation.npz.xz --out gpu/fer2013.pack
-    python -m training.dataset_pack unpack gpu/fer2013.pack --out /tmp/fer2013
+    python -m fer_batch.training.dataset_pack pack ../shared/data/fer2013 --out gpu/fer2013.pack
+    python -m fer_batch.training.dataset_pack pack ../shared/data/fer2013_train_validation.npz.xz --out gpu/fer2013.pack
+    python -m fer_batch.training.dataset_pack unpack gpu/fer2013.pack --out /tmp/fer2013
 
 The device tool that lends a GPU copies the working tree and at most 64 MiB in all, and FER2013's
 own carrier (``fer2013_train_validation.npz.xz``, 55 MB) does not fit beside the repository's
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from fer_batch.errors import DatasetError
-from training.data import TRAIN_SPLIT, VALIDATION_SPLIT, load_dataset
+from fer_batch.training.data import TRAIN_SPLIT, VALIDATION_SPLIT, load_dataset
 
 SPLITS = (TRAIN_SPLIT, VALIDATION_SPLIT)
 FORMAT = "fer-batch-pack-1"

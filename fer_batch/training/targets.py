@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fer_batch.errors import DatasetError
-from training.data import ImageSet
+from fer_batch.training.data import ImageSet
 
 FERPLUS_FILE = "ferplus_labels.csv"
 # FER+ vote column for each FER2013 class folder name; contempt, unknown and NF have no FER2013 class.

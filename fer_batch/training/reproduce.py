@@ -1,7 +1,7 @@
 """Retrain a shipped model from the dataset folder with one command.
 
-    python -m training.reproduce accurate ../shared/data/fer2013 --out runs/shipped
-    python -m training.reproduce fast ../shared/data/fer2013 --out runs/shipped
+    python -m fer_batch.training.reproduce accurate ../shared/data/fer2013 --out runs/shipped
+    python -m fer_batch.training.reproduce fast ../shared/data/fer2013 --out runs/shipped
 
 Each shipped model is the last stage of a plan: training runs (``fer-batch
 train`` with fixed options and seeds), fine-tunes that start from an earlier
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.train import TrainConfig, load_state, run_finished, run_training
+from fer_batch.training.train import TrainConfig, load_state, run_finished, run_training
 
 log = logging.getLogger("fer_batch.reproduce")
 
@@ -33,8 +33,8 @@ class Stage:
     earlier stage when ``quantize_from`` is set.
 
     ``init_from``, ``teachers``, ``members`` and ``quantize_from`` name earlier
-    stages; ``options`` are the other :class:`training.train.TrainConfig`
-    fields, or :func:`training.quantize.quantize_model`'s keyword arguments.
+    stages; ``options`` are the other :class:`fer_batch.training.train.TrainConfig`
+    fields, or :func:`fer_batch.training.quantize.quantize_model`'s keyword arguments.
     """
 
     name: str
@@ -132,12 +132,12 @@ def stage_paths(plan: str, root: Path) -> dict[str, Path]:
 def _run_stage(dataset: Path, paths: dict[str, Path], stage: Stage, seed: int) -> Path:
     path = paths[stage.name]
     if stage.members:
-        from training.ensemble import ensemble_models  # noqa: PLC0415
+        from fer_batch.training.ensemble import ensemble_models  # noqa: PLC0415
 
         return ensemble_models([paths[m] for m in stage.members], path, name=stage.name)
     if stage.quantize_from:
         from fer_batch.models import resolve_model  # noqa: PLC0415
-        from training.quantize import quantize_model  # noqa: PLC0415
+        from fer_batch.training.quantize import quantize_model  # noqa: PLC0415
 
         return quantize_model(resolve_model(paths[stage.quantize_from]), dataset, path, name=stage.name, seed=seed,
                               evaluate=False, **stage.options).path

@@ -1,6 +1,6 @@
 """Combine trained models into one model file that averages their predictions.
 
-    python -m training.ensemble runs/wide-ft runs/compact-ft --out ensemble.keras --name accurate
+    python -m fer_batch.training.ensemble runs/wide-ft runs/compact-ft --out ensemble.keras --name accurate
 
 The result is an ordinary fer-batch model (one ``.keras`` file, one Keras
 graph), so the classifier batches it like any other and its cost is the sum of
@@ -38,7 +38,7 @@ def build_ensemble(members: Sequence[Any], name: str = "ensemble") -> Any:
     """
     import keras  # noqa: PLC0415
 
-    from training.models import logits_model  # noqa: PLC0415
+    from fer_batch.training.models import logits_model  # noqa: PLC0415
 
     if len(members) < 2:
         raise ModelError("an ensemble needs at least two models")

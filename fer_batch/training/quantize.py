@@ -26,8 +26,9 @@ import numpy as np
 from fer_batch.errors import DatasetError, UsageError
 from fer_batch.model_file import PRECISIONS, ModelInfo, drop_float32, load_keras_model, save_model, write_int8
 from fer_batch.runtime import silenced_stderr
-from training.data import TRAIN_SPLIT, VALIDATION_SPLIT, ImageSet, load_image_folder
-from training.models import logits_model
+from fer_batch.training.data import TRAIN_SPLIT, VALIDATION_SPLIT, ImageSet, load_image_folder
+from fer_batch.training.models import logits_model
+from fer_batch.training.options import DefaultPrecision, parse_choice
 
 DEFAULT_CALIBRATION_IMAGES = 500
 
@@ -78,7 +79,7 @@ def quantize_model(
     out: Path,
     *,
     name: str | None = None,
-    precision: str = "int8",
+    precision: DefaultPrecision | str = DefaultPrecision.INT8,
     flip_average: bool | None = None,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     seed: int = 1337,
@@ -92,9 +93,8 @@ def quantize_model(
     network was made and the network's parameter count. ``int8_only`` leaves
     the float32 network out of ``out`` (see :func:`fer_batch.model_file.drop_float32`).
     """
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; use {' or '.join(PRECISIONS)}")
-    if int8_only and precision != "int8":
+    precision = parse_choice(DefaultPrecision, precision, "precision")
+    if int8_only and precision is not DefaultPrecision.INT8:
         raise UsageError("an int8-only model file (--int8-only) runs at int8: it needs --precision int8")
     source, dataset, out = Path(source), Path(dataset), Path(out)
     model, info = load_keras_model(source)
@@ -110,7 +110,7 @@ def quantize_model(
     new_info = replace(
         info,
         name=name or info.name,
-        precision=precision,
+        precision=precision.value,
         int8_output="logits" if logits else "probabilities",
         flip_average=info.flip_average if flip_average is None else flip_average,
         training={**info.training, "quantized": quantized},
@@ -130,7 +130,7 @@ def quantize_model(
 
 
 def _with_validation(result: QuantizeResult, validation_dir: Path) -> QuantizeResult:
-    from training.evaluate import predicted_classes  # noqa: PLC0415
+    from fer_batch.training.evaluate import predicted_classes  # noqa: PLC0415
 
     data = load_image_folder(validation_dir, result.info.input_size, class_names=result.info.class_names)
     predictions = {p: predicted_classes(result.path, data, precision=p) for p in PRECISIONS}

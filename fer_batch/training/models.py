@@ -13,6 +13,8 @@ from typing import Any
 import keras
 from keras import layers
 
+from fer_batch.training.options import Recipe
+
 
 def _softmax_head(x: Any, num_classes: int) -> Any:
     return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
@@ -158,15 +160,15 @@ def _set_layer_policies(config: dict[str, Any], policy: str, keep_outputs_float3
                                         "config": {"name": name}, "registered_name": None}
 
 
-RECIPES: dict[str, Callable[[tuple[int, int, int], int], keras.Model]] = {
-    "compact": build_compact,
-    "wide": build_wide,
-    "vgg": build_vgg,
-    "resnet": build_resnet,
+RECIPES: dict[Recipe, Callable[[tuple[int, int, int], int], keras.Model]] = {
+    Recipe.COMPACT: build_compact,
+    Recipe.WIDE: build_wide,
+    Recipe.VGG: build_vgg,
+    Recipe.RESNET: build_resnet,
 }
 
 
-def build_model(recipe: str, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def build_model(recipe: Recipe | str, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     """Build the named architecture; raises ``KeyError`` listing the known names."""
     try:
         builder = RECIPES[recipe]
@@ -240,7 +242,7 @@ def build_augmenter(seed: int = 0, random_erasing: float = 0.0, crop_padding: in
     extra: list[keras.layers.Layer] = []
     if crop_padding > 0 and keras_backend() == "tensorflow":
         extra += [layers.ZeroPadding2D(crop_padding), layers.RandomCrop(*image_size, seed=seed + 6)]
-    elif crop_padding > 0:  # Keras's RandomCrop cannot be compiled by jax.jit (training.data compiles the augmenter)
+    elif crop_padding > 0:  # Keras's RandomCrop cannot be compiled by jax.jit (fer_batch.training.data compiles the augmenter)
         extra.append(RandomPadCrop(crop_padding, seed=seed + 6))
     if random_erasing > 0:
         extra.append(layers.RandomErasing(factor=(random_erasing, random_erasing), scale=(0.02, 0.25),

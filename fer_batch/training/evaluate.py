@@ -18,9 +18,9 @@ import numpy as np
 
 from fer_batch.classify import DEFAULT_BATCH_SIZE, EmotionClassifier
 from fer_batch.models import resolve_model
-from training.data import ImageSet, load_image_folder
-from training.metrics import classification_report
-from training.plots import plot_confusion_matrix
+from fer_batch.training.data import ImageSet, load_image_folder
+from fer_batch.training.metrics import classification_report
+from fer_batch.training.plots import plot_confusion_matrix
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,0 @@
-"""Training code for fer-batch models (imported lazily by ``fer-batch train`` and ``evaluate``)."""
