@@ -22,8 +22,9 @@ import typer
 from fer_batch import __version__
 from fer_batch.classify import DEFAULT_BATCH_SIZE, Precision
 from fer_batch.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, DetectorName
-from fer_batch.errors import ExitCode, FerBatchError
-from fer_batch.models import DEFAULT_MODEL, resolve_model
+from fer_batch.errors import ExitCode, FerBatchError, UsageError
+from fer_batch.models import DEFAULT_MODEL, resolve_model, shipped_models
+from fer_batch.ray_engine import Engine
 from fer_batch.sources import IMAGE_SUFFIXES
 from fer_batch.training.options import DefaultPrecision, Optimizer, Recipe, Schedule, TrainConfig, config_from_json
 from fer_batch.writers import OutputFormat
@@ -31,6 +32,7 @@ from fer_batch.writers import OutputFormat
 if TYPE_CHECKING:
     from fer_batch.frames import FrameSource
     from fer_batch.pipeline import Analyzer
+    from fer_batch.ray_engine import RayConfig
     from fer_batch.resume import ResumePoint
     from fer_batch.sinks import Sink
 
@@ -58,9 +60,11 @@ PrecisionOption = Annotated[Precision, typer.Option(
 class AnalysisOptions:
     """The options that ``images`` and ``video`` share, declared once (see :func:`_analysis_command`)."""
 
-    out: Annotated[str, typer.Option("--out", "-o", help="Output file, or - for stdout.")] = "-"
+    out: Annotated[str, typer.Option("--out", "-o", help=(
+        "Output file, or - for stdout; with --engine ray also a folder (DIR/) for Ray's part files."))] = "-"
     fmt: Annotated[OutputFormat | None, typer.Option(
-        "--format", "-f", help="Output format; default: from --out's extension, csv for stdout.")] = None
+        "--format", "-f", help="Output format; default: from --out's extension, csv for stdout, parquet for a "
+                               "folder of parts.")] = None
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted run: skip the inputs already complete in --out, append the "
                          "rest.")] = False
@@ -78,7 +82,14 @@ class AnalysisOptions:
     batch_size: Annotated[int, typer.Option(min=1, help="Faces per classifier call.")] = DEFAULT_BATCH_SIZE
     precision: PrecisionOption = Precision.AUTO
     workers: Annotated[int | None, typer.Option(min=1, show_default=False, help=(
-        "Threads for decoding, detection and classification (default: the CPUs this process may use)."))] = None
+        "Threads for decoding, detection and classification (default: the CPUs this process may use); with "
+        "--engine ray, actors per stage (default: half the cluster's CPUs)."))] = None
+    engine: Annotated[Engine, typer.Option(help=(
+        "Where the job runs: this process, or a Ray cluster (needs the ray extra: pip install "
+        "\"fer-batch[ray]\")."))] = Engine.LOCAL
+    ray_address: Annotated[str | None, typer.Option(show_default=False, help=(
+        "With --engine ray: the cluster to run on (HEAD:6379, or auto); default: a local cluster on this "
+        "machine's CPUs."))] = None
     save_crops: Annotated[Path | None, typer.Option(
         help="Write every face crop as a PNG into this folder.", file_okay=False)] = None
     quiet: Annotated[bool, typer.Option(
@@ -206,38 +217,64 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
 
     ``outputs(class_names)`` builds the sinks besides the rows and the progress bar (charts, summaries,
     annotated copies); they check their paths when built, before the model loads, and open nothing yet.
+    With ``--engine ray`` the records come from the Ray job, in input order, and go to the same sinks.
     """
     from fer_batch.resume import ResumePoint, check_output, resume_output  # noqa: PLC0415
     from fer_batch.run import run  # noqa: PLC0415
     from fer_batch.sinks import ProgressSink, RecordSink, TrackSummarySink  # noqa: PLC0415
-    from fer_batch.writers import format_for_path  # noqa: PLC0415
+    from fer_batch.writers import BINARY_FORMATS, check_format, format_for_path  # noqa: PLC0415
 
     noun = "frame(s)" if video else "input(s)"
+    on_ray = options.engine is Engine.RAY
     try:  # everything that needs no model is checked before the model (or TensorFlow) loads
+        if on_ray:
+            _check_ray_options(options, source)
+        elif options.ray_address is not None:
+            log.warning("--ray-address does nothing without --engine ray; ignored")
+        if _is_folder(options.out):
+            if not on_ray:
+                raise UsageError(f"--out {options.out} is a folder: a folder of part files needs --engine ray; "
+                                 "name a file for a local run")
+            _run_parts(ctx, options, source, video=video, outputs=outputs)
         output_format = format_for_path(options.out, options.fmt)
+        check_format(options.out, output_format)
+        if options.resume and output_format in BINARY_FORMATS:
+            raise UsageError(f"--resume does not work with {output_format.value} output (a Parquet file cannot "
+                             "be appended to): use CSV or JSON Lines to resume, or --overwrite to start again")
         check_output(options.out, resume=options.resume, overwrite=options.overwrite)
         model_path = resolve_model(options.model)
         _warn_detector_options(ctx, options.detector)
         class_names = _model_class_names(model_path)
         sinks = outputs(class_names)
+        if on_ray:
+            _refuse_frame_sinks(sinks)
         point = ResumePoint()
         if options.resume:  # cuts the output after its last complete input: from here on it is being resumed
             point = resume_output(options.out, output_format, class_names, video=video)
             source.skip = point.done
             _replay(options.out, output_format, class_names, point, sinks)
             log.info("resuming %s: %d input(s) complete in it are skipped", options.out, len(point.done))
-        analysis = _analyzer(model_path, options) if source.openable else None
+        events: Any = source
+        analysis = None
+        if on_ray:
+            from fer_batch.ray_engine import ray_outcomes  # noqa: PLC0415
+
+            events = ray_outcomes(source.pending(), _ray_config(options, model_path, source), class_names,
+                                  video=video)
+        elif source.openable:
+            analysis = _analyzer(model_path, options)
         if analysis is not None and video:
             from fer_batch.video import VideoAnalyzer  # noqa: PLC0415
 
             analysis = VideoAnalyzer(analysis, source.sampling)  # type: ignore[assignment]
+        if video and (analysis is not None or on_ray):
             log.info("sampling: %s", source.sampling.describe())
         rows = RecordSink.to_path(options.out, class_names, fmt=output_format, video=video, append=point.append)
     except FerBatchError as exc:
         raise _fail(exc) from None
     total = source.remaining if not video else None
     progress = ProgressSink(total=total, video=video, enabled=_show_progress(options.quiet))
-    summary = run(source, analysis, [rows, progress, *sinks])
+    summary = run(events, analysis, [rows, progress, *sinks])
     if summary.broken_pipe:
         _discard_stdout()
         raise typer.Exit(int(summary.exit_code))  # nobody reads any more: no summary line either
@@ -248,6 +285,74 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
     tables = [sink.table() for sink in sinks if isinstance(sink, TrackSummarySink)]
     if tables and not options.quiet:
         typer.echo("\n".join(tables), err=True)  # the summaries were asked for; otherwise one log line ends a run
+    raise typer.Exit(int(summary.exit_code))
+
+
+def _is_folder(out: str) -> bool:
+    """``--out DIR/`` (a trailing slash) or an existing folder: Ray writes its part files there."""
+    return out != "-" and (out.endswith(("/", os.sep)) or Path(out).is_dir())
+
+
+def _check_ray_options(options: AnalysisOptions, source: FrameSource) -> None:
+    """``--engine ray``: Ray must be installed (else exit 2 with the command that adds it), and the options
+    must be ones a Ray job can honour."""
+    from fer_batch.ray_engine import require_ray  # noqa: PLC0415
+
+    require_ray()
+    if options.save_crops is not None:
+        raise UsageError("--save-crops writes on the machine that runs the analysis: use it with --engine local")
+    if source.items is not None and any(item.live is not None for item in source.items):
+        raise UsageError("--engine ray runs video files (one per task), not streams or cameras: use --engine local")
+
+
+def _refuse_frame_sinks(sinks: list[Sink]) -> None:
+    from fer_batch.annotate import AnnotateSink, ShowSink  # noqa: PLC0415
+
+    if any(isinstance(sink, AnnotateSink | ShowSink) for sink in sinks):
+        raise UsageError("--annotate and --show draw on the decoded frames, which stay on the Ray workers: use "
+                         "them with --engine local")
+
+
+def _ray_config(options: AnalysisOptions, model_path: Path, source: FrameSource) -> RayConfig:
+    from fer_batch.ray_engine import RayConfig  # noqa: PLC0415
+
+    # A shipped model by name: each worker finds it in its own install. Any other model by its full path,
+    # which every machine of the cluster must be able to read.
+    model = options.model if options.model in shipped_models() else str(model_path.resolve())
+    return RayConfig(model=model, detector=options.detector.value, min_face_size=options.min_face_size,
+                     threshold=options.threshold, batch_size=options.batch_size, precision=options.precision.value,
+                     workers=options.workers, address=options.ray_address, sampling=source.sampling)
+
+
+def _run_parts(ctx: typer.Context, options: AnalysisOptions, source: FrameSource, *, video: bool,
+               outputs: Callable[[tuple[str, ...]], list[Sink]]) -> NoReturn:
+    """``--engine ray --out DIR/``: Ray writes part files into DIR, one row per face (the CSV columns)."""
+    from fer_batch.ray_engine import part_count, write_parts  # noqa: PLC0415
+    from fer_batch.writers import check_format  # noqa: PLC0415
+
+    folder = Path(options.out)
+    fmt = options.fmt or OutputFormat.PARQUET
+    if fmt is OutputFormat.JSON:
+        fmt = OutputFormat.JSONL  # Ray writes JSON as JSON Lines parts
+    check_format(str(folder / f"part.{fmt.value}"), fmt)
+    if options.resume:
+        raise UsageError("--resume does not apply to a folder of part files: write one file (--out FILE.csv) "
+                         "to resume, or --overwrite to start again")
+    if folder.is_dir() and any(folder.iterdir()) and not options.overwrite:
+        raise UsageError(f"{folder} already holds files: pass --overwrite to replace them")
+    model_path = resolve_model(options.model)
+    _warn_detector_options(ctx, options.detector)
+    class_names = _model_class_names(model_path)
+    if outputs(class_names):
+        raise UsageError("--plot, --plot-path, --summary, --annotate and --show need the rows in one place: use "
+                         "--out FILE with --engine ray")
+    noun = "frame(s)" if video else "input(s)"
+    summary = write_parts(source.pending(), _ray_config(options, model_path, source), class_names, folder, fmt,
+                          video=video, overwrite=options.overwrite)
+    log.info("%s; %d part file(s) in %s", summary.describe(noun), part_count(folder) if folder.is_dir() else 0,
+             folder)
+    if summary.interrupted:
+        log.warning("interrupted: the part files written so far are in %s", folder)
     raise typer.Exit(int(summary.exit_code))
 
 

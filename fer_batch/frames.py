@@ -179,6 +179,11 @@ class FrameSource:
         """Inputs left to do, when they are known in advance (for the progress bar)."""
         return None if self.items is None else sum(item.source not in self.skip for item in self.items)
 
+    def pending(self) -> list[SourceItem]:
+        """The inputs left to do, in order (``-``: read to the end of stdin), for an engine that needs them all
+        before it starts (:mod:`fer_batch.ray_engine`)."""
+        return list(self._wanted())
+
     def _wanted(self) -> Iterator[SourceItem]:
         for item in self._found:
             if item.source not in self.skip:

@@ -74,26 +74,35 @@ class RunSummary:
         return text
 
 
-def _unanalysed(events: Iterable[Event]) -> Iterator[Outcome]:
-    """Outcomes for a source in which nothing can be opened: its error records, with no model loaded."""
-    for event in events:
-        if isinstance(event, FrameError):
-            yield Analysed(event.to_result())
-        elif isinstance(event, Frame):
-            raise TypeError("run() got a readable frame but no analysis")
-        else:
-            yield event
+def _unanalysed(events: Iterable[Event | Outcome]) -> Iterator[Outcome]:
+    """Outcomes for a source in which nothing can be opened (its error records, with no model loaded), or for
+    a source whose records were analysed elsewhere (:func:`fer_batch.ray_engine.ray_outcomes`): passed along."""
+    try:
+        for event in events:
+            if isinstance(event, FrameError):
+                yield Analysed(event.to_result())
+            elif isinstance(event, Frame):
+                raise TypeError("run() got a readable frame but no analysis")
+            else:
+                yield event
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()  # a generator of outcomes: stops its work (a Ray job) however the run ends
 
 
-def run(source: Iterable[Event], analysis: Analysis | None, sinks: Sequence[Sink]) -> RunSummary:
+def run(source: Iterable[Event] | Iterable[Event | Outcome], analysis: Analysis | None,
+        sinks: Sequence[Sink]) -> RunSummary:
     """Feed ``source`` through ``analysis`` to every sink; close every sink however the run ends.
 
-    ``analysis`` may be None only for a source whose inputs all fail to open (it then needs no model).
+    ``analysis`` may be None for a source whose inputs all fail to open (it then needs no model), or for a
+    source that yields outcomes already analysed (records with :class:`~fer_batch.frames.Analysed` and
+    :class:`~fer_batch.frames.SourceEnd`, as from the Ray engine): they go to the sinks as they come.
     Ctrl-C and a closed stdout end the run early and are reported in the summary, not raised; any other
     exception propagates once the sinks are closed.
     """
     summary = RunSummary()
-    outcomes = analysis.analyze_frames(source) if analysis is not None else _unanalysed(source)
+    outcomes = analysis.analyze_frames(source) if analysis is not None else _unanalysed(source)  # type: ignore[arg-type]
     try:
         try:
             for outcome in outcomes:

@@ -19,13 +19,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import IO, TYPE_CHECKING, Any
 
 from fer_batch.errors import FerBatchError, UsageError
 from fer_batch.records import FrameResult
 from fer_batch.sources import file_slug
 from fer_batch.summary import TrackSummary, VideoTracks, check_summary_path, format_table, summarize, write_summary
-from fer_batch.writers import OutputFormat, ResultWriter, format_for_path, get_writer
+from fer_batch.writers import BINARY_FORMATS, OutputFormat, ResultWriter, check_format, format_for_path, get_writer
 
 if TYPE_CHECKING:
     from fer_batch.frames import Frame, SourceEnd
@@ -66,7 +66,7 @@ class Sink:
 class RecordSink(Sink):
     """Rows through a :class:`~fer_batch.writers.ResultWriter`, written and flushed as they arrive."""
 
-    def __init__(self, writer: ResultWriter, stream: TextIO | None = None) -> None:
+    def __init__(self, writer: ResultWriter, stream: IO[Any] | None = None) -> None:
         self.writer = writer
         self._stream = stream  # closed with the sink when it is not stdout
 
@@ -78,12 +78,22 @@ class RecordSink(Sink):
         ``append``: continue an output that :func:`fer_batch.resume.resume_output` has prepared.
         """
         output_format = format_for_path(out, fmt)
+        check_format(out, output_format)
         if str(out) == "-":
             return cls(get_writer(output_format, sys.stdout, class_names, video=video))
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        stream = path.open("a" if append else "w", newline="", encoding="utf-8")
-        return cls(get_writer(output_format, stream, class_names, video=video, append=append), stream)
+        stream: IO[Any]
+        if output_format in BINARY_FORMATS:
+            stream = path.open("ab" if append else "wb")
+        else:
+            stream = path.open("a" if append else "w", newline="", encoding="utf-8")
+        try:
+            writer = get_writer(output_format, stream, class_names, video=video, append=append)
+        except BaseException:
+            stream.close()
+            raise
+        return cls(writer, stream)
 
     @property
     def count(self) -> int:

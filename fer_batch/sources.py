@@ -227,10 +227,21 @@ def read_image(path: Path) -> np.ndarray:
     Raises :class:`InputError` with a short reason for empty, truncated or
     non-image files.
     """
+    return decode_image(read_raw(path))
+
+
+def read_raw(path: Path) -> np.ndarray:
+    """An image file's bytes, undecoded; :class:`InputError` with the reason when it cannot be read."""
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)
+        return np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"cannot read file: {exc.strerror or exc}") from exc
+
+
+def decode_image(data: np.ndarray | bytes) -> np.ndarray:
+    """Decode an image file's bytes to 8-bit BGR, as :func:`read_image` does (for bytes read elsewhere)."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        data = np.frombuffer(data, dtype=np.uint8)
     if data.size == 0:
         raise InputError("empty file (0 bytes)")
     raw = data.tobytes()

@@ -11,7 +11,7 @@ import pytest
 from fer_batch.errors import UsageError
 from fer_batch.records import Box, FaceResult, FrameResult, Status
 from fer_batch.resume import ResumePoint, check_output, read_records, resume_output
-from fer_batch.writers import OutputFormat, get_writer
+from fer_batch.writers import BINARY_FORMATS, OutputFormat, get_writer
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
@@ -49,7 +49,8 @@ VIDEO = [
     _frame("v3.mp4", 0, ()),
 ]
 
-CASES = [(fmt, video) for fmt in OutputFormat for video in (False, True)]
+RESUMABLE = [fmt for fmt in OutputFormat if fmt not in BINARY_FORMATS]  # a Parquet file cannot be appended to
+CASES = [(fmt, video) for fmt in RESUMABLE for video in (False, True)]
 
 
 def _write(path: Path, fmt: OutputFormat, records: list[FrameResult], video: bool, *, append: bool = False,
@@ -150,7 +151,7 @@ def test_resume_keeps_all_but_the_last_source(tmp_path: Path) -> None:
     assert list(read_records(out, "jsonl", CLASSES, video=True)) == VIDEO[:7]
 
 
-@pytest.mark.parametrize("fmt", list(OutputFormat))
+@pytest.mark.parametrize("fmt", RESUMABLE)
 def test_another_model_or_command_is_refused_and_the_file_kept(tmp_path: Path, fmt: OutputFormat) -> None:
     out = tmp_path / "r"
     _write(out, fmt, IMAGES, video=False)
@@ -175,7 +176,7 @@ def test_csv_header_of_another_model_names_the_file(tmp_path: Path) -> None:
         resume_output(out, "csv", CLASSES[:-1], video=False)
 
 
-@pytest.mark.parametrize("fmt", list(OutputFormat))
+@pytest.mark.parametrize("fmt", RESUMABLE)
 @pytest.mark.parametrize("text", ["hello\nworld\n", "hello", "{\"a\": 1}\n", "[\n{\"a\": 1},\n", "source,x\n1,2\n"])
 def test_a_file_that_is_not_an_output_is_refused_untouched(tmp_path: Path, fmt: OutputFormat, text: str) -> None:
     out = tmp_path / "notes"
@@ -203,7 +204,7 @@ def test_read_records_gives_back_what_was_written(tmp_path: Path, fmt: OutputFor
     assert list(read_records(tmp_path / "missing", fmt, CLASSES, video=video)) == []
 
 
-@pytest.mark.parametrize("fmt", list(OutputFormat))
+@pytest.mark.parametrize("fmt", RESUMABLE)
 def test_read_records_missing_scores_are_nan(tmp_path: Path, fmt: OutputFormat) -> None:
     face = replace(_face(0), det_score=math.nan)
     out = tmp_path / "r"
@@ -231,7 +232,7 @@ def test_check_output_protects_existing_results(tmp_path: Path) -> None:
     check_output("-", resume=False, overwrite=True)
 
 
-@pytest.mark.parametrize("fmt", list(OutputFormat))
+@pytest.mark.parametrize("fmt", RESUMABLE)
 def test_the_same_image_twice_in_a_row_reads_back_as_two_records(tmp_path: Path, fmt: OutputFormat) -> None:
     records = [IMAGES[2], IMAGES[2], IMAGES[1], IMAGES[1]]
     out = tmp_path / "r"

@@ -113,3 +113,61 @@ def test_append_continues_an_output_as_if_never_stopped(fmt: str) -> None:
 def test_csv_append_writes_no_second_header() -> None:
     text, _ = _written("csv", RESULTS[1:2], append=True)
     assert text == "b/x.jpg" + "," * 16 + "no_face,\n"
+
+
+def test_parquet_one_typed_row_per_face_with_the_csv_columns(tmp_path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet", reason='Parquet output needs pip install "fer-batch[parquet]"')
+    from fer_batch.sinks import RecordSink
+
+    path = tmp_path / "rows.parquet"
+    sink = RecordSink.to_path(path, CLASSES)
+    for r in RESULTS:
+        sink.receive(r, None)
+    sink.close()
+    table = pq.read_table(path)
+    buf = io.StringIO()
+    with get_writer("csv", buf, CLASSES) as w:
+        for r in RESULTS:
+            w.write(r)
+    assert table.column_names == next(csv.reader(io.StringIO(buf.getvalue())))
+    types = {f.name: str(f.type) for f in table.schema}
+    assert (types["source"], types["face"], types["x"], types["det_score"], types["happy"]) == (
+        "string", "int64", "int64", "double", "double")
+    rows = table.to_pylist()
+    assert [(r["source"], r["face"], r["status"]) for r in rows] == [
+        ("a/x.jpg", 0, "ok"), ("a/x.jpg", 1, "ok"), ("b/x.jpg", None, "no_face"), ("c.png", None, "error")]
+    assert rows[1]["sad"] == pytest.approx(0.94) and rows[1]["w"] == 20
+    assert rows[2]["x"] is None and rows[2]["error"] is None and rows[3]["error"] == "empty file (0 bytes)"
+
+
+def test_parquet_is_valid_after_an_interrupted_run_and_written_in_row_groups(tmp_path, monkeypatch) -> None:
+    pq = pytest.importorskip("pyarrow.parquet", reason='Parquet output needs pip install "fer-batch[parquet]"')
+    from fer_batch import writers
+    from fer_batch.frames import Analysed
+    from fer_batch.run import run
+    from fer_batch.sinks import RecordSink
+
+    monkeypatch.setattr(writers, "PARQUET_ROW_GROUP", 2)
+
+    def outcomes():
+        yield Analysed(RESULTS[0])
+        yield Analysed(RESULTS[1])
+        raise KeyboardInterrupt  # Ctrl-C after two records: the file holds them, with its footer
+
+    path = tmp_path / "rows.parquet"
+    summary = run(outcomes(), None, [RecordSink.to_path(path, CLASSES, video=True)])
+    assert summary.interrupted
+    parquet = pq.ParquetFile(path)
+    assert parquet.metadata.num_rows == 3 and parquet.metadata.num_row_groups == 2
+    assert parquet.schema_arrow.names[:4] == ["source", "frame", "time_s", "track"]
+
+
+def test_parquet_refused_on_stdout_and_for_resume(tmp_path) -> None:
+    pytest.importorskip("pyarrow.parquet", reason='Parquet output needs pip install "fer-batch[parquet]"')
+    from fer_batch.sinks import RecordSink
+
+    assert format_for_path("out/r.parquet") is OutputFormat.PARQUET
+    with pytest.raises(UsageError, match="not written to stdout"):
+        RecordSink.to_path("-", CLASSES, fmt="parquet")
+    with pytest.raises(UsageError, match="cannot be resumed"):
+        RecordSink.to_path(tmp_path / "r.parquet", CLASSES, append=True)

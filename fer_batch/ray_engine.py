@@ -1,0 +1,464 @@
+"""The same job on a Ray cluster (``--engine ray``): Ray Data reads, detects and classifies; the driver writes.
+
+Photos go through three Ray Data stages, each a ``map_batches`` over Arrow
+tables of a few inputs (one row per input, its place in the input order kept
+in ``index``):
+
+1. **read** (Ray tasks): each file's bytes, or the reason it cannot be read;
+2. **detect** (a pool of :class:`_Detect` actors): decoding, YuNet (or the
+   chosen detector), and the face crops the model takes;
+3. **classify** (a pool of :class:`_Classify` actors): all crops of a batch
+   through the classifier in one call; one record per input, its faces as JSON.
+
+Video runs one video per task: a pool of :class:`_Videos` actors, each
+running the local :class:`~fer_batch.video.VideoAnalyzer` over its video and
+returning one row per sampled frame, in order (face tracks included).
+
+Each actor loads its model once, in ``__init__``, and sets its own thread
+counts. The pools' CPU requests are scaled so that both pools together leave
+half a CPU for the read tasks (two actors that take both CPUs of a 2-CPU
+cluster leave the reads no slot, and the job hangs: ray issue 44687). Actors
+are restarted when their process dies, and the batch they held is retried, so a
+lost worker neither loses nor duplicates an input.
+
+Ray Data keeps the input order (``preserve_order``), so :func:`ray_outcomes`
+yields the same :class:`~fer_batch.frames.Analysed` records and
+:class:`~fer_batch.frames.SourceEnd` markers, in the same order, as a local run,
+and :func:`fer_batch.run.run` feeds them to the same sinks (rows, progress,
+charts, summaries), with the same summary and exit code. :func:`write_parts`
+instead lets Ray write a folder of part files, one row per face.
+
+Files are read by the cluster's workers at the paths the driver found: on a
+cluster of several machines, the inputs must be on storage that every machine
+mounts at the same path, and fer-batch installed on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fer_batch.errors import InputError, UsageError
+from fer_batch.records import Box, FaceResult, FrameResult, Status
+from fer_batch.sources import SourceItem
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    import ray.data
+
+    from fer_batch.frames import Outcome
+    from fer_batch.run import RunSummary
+    from fer_batch.video import Sampling
+    from fer_batch.writers import OutputFormat
+
+log = logging.getLogger(__name__)
+
+RAY_VERSION = "2.60.0"  # the version tested (pyproject.toml's ray extra pins it)
+RAY_INSTALL = 'pip install "fer-batch[ray]"'
+IMAGES_PER_BATCH = 16  # photos per block and per actor call: one classifier batch of their faces
+READ_CPUS = 0.25  # CPU a read task asks for
+READ_RESERVE = 0.5  # CPU the actor pools leave free for read tasks (ray issue 44687: a full pool hangs)
+MIN_ACTOR_CPUS = 0.05
+VIDEO_THREADS = 2  # threads of one video actor: decoding ahead of the analysis, as a local run
+
+
+class Engine(str, Enum):
+    """Where a job runs: this process (``local``, the default) or a Ray cluster (``ray``)."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
+def require_ray() -> None:
+    """Refuse ``--engine ray`` on an install without Ray, with the command that adds it (exit code 2)."""
+    # Ray Data logs each execution's plan and start at INFO on stderr, where fer-batch's own messages and
+    # progress bar go; its errors still show (RAY_DATA_LOG_LEVEL=INFO brings the rest back).
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    try:
+        import ray.data  # noqa: F401, PLC0415 - the optional ray extra
+    except ImportError:
+        raise UsageError(f"--engine ray needs Ray Data, which is not installed: {RAY_INSTALL}") from None
+    logging.getLogger("ray.data").setLevel(os.environ["RAY_DATA_LOG_LEVEL"])
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """What a Ray job runs: the analysis options of a local run, plus where and how wide.
+
+    ``workers``: actors per stage (default: half the cluster's CPUs, at least 1). ``address``: an existing
+    cluster (``HEAD:6379``, or ``auto``); None starts a local one on this machine's usable CPUs, unless this
+    process is already connected to one (``ray.init()`` called before).
+    """
+
+    model: str = "accurate"  # a shipped name (found in each worker's own install) or a path every worker can read
+    detector: str = "yunet"
+    min_face_size: int = 20
+    threshold: float | None = None
+    batch_size: int = 256
+    precision: str = "auto"
+    workers: int | None = None
+    address: str | None = None
+    sampling: Sampling | None = None  # video only
+
+
+def connect(address: str | None = None) -> None:
+    """Connect to the cluster at ``address``, or start a local one; nothing when already connected."""
+    require_ray()
+    import ray  # noqa: PLC0415 - the optional ray extra
+
+    if ray.is_initialized():
+        return
+    from fer_batch.runtime import usable_cpus  # noqa: PLC0415
+
+    options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR,
+                               "log_to_driver": False}
+    if address is None:
+        options["num_cpus"] = usable_cpus()
+    try:
+        ray.init(address=address, **options)
+    except ConnectionError as exc:
+        raise UsageError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
+
+
+# -- the stages, run in Ray's worker processes --------------------------------------------------------------
+
+_INPUT_FIELDS = (("index", "int64"), ("source", "string"), ("path", "string"), ("error", "string"))
+
+
+def _column(table: pa.Table, name: str) -> list[Any]:
+    return table.column(name).to_pylist()
+
+
+def _read_files(table: pa.Table) -> pa.Table:
+    """Read stage: each input's bytes, or the reason it cannot be read."""
+    import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
+
+    from fer_batch.sources import read_raw  # noqa: PLC0415
+
+    data: list[bytes | None] = []
+    errors = _column(table, "error")
+    for i, path in enumerate(_column(table, "path")):
+        raw = None
+        if errors[i] is None:
+            try:
+                raw = read_raw(Path(path)).tobytes()
+            except InputError as exc:
+                errors[i] = str(exc)
+        data.append(raw)
+    return pa.table({"index": table.column("index"), "source": table.column("source"),
+                     "error": pa.array(errors, pa.string()), "data": pa.array(data, pa.binary())})
+
+
+class _Detect:
+    """Detect stage (an actor): decodes each photo, finds its faces and cuts the crops the model takes."""
+
+    def __init__(self, model: str, detector: str, min_face_size: int, threshold: float | None,
+                 threads: int = 1) -> None:
+        import cv2  # noqa: PLC0415 - in a Ray worker
+
+        from fer_batch.detect import make_detector  # noqa: PLC0415
+        from fer_batch.model_file import read_info  # noqa: PLC0415
+        from fer_batch.models import resolve_model  # noqa: PLC0415
+
+        cv2.setNumThreads(threads)  # Ray sets OMP_NUM_THREADS=1; OpenCV keeps its own pool
+        self.detector = make_detector(detector, min_face_size=min_face_size, threshold=threshold)
+        self.info = read_info(resolve_model(model))  # crop size and margin: the crops the model takes
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        import numpy as np  # noqa: PLC0415 - in a Ray worker
+        import pyarrow as pa  # noqa: PLC0415
+
+        from fer_batch.crops import square_crop  # noqa: PLC0415
+        from fer_batch.sources import decode_image  # noqa: PLC0415
+
+        errors = _column(table, "error")
+        widths: list[int | None] = []
+        heights: list[int | None] = []
+        boxes: list[str] = []
+        crops: list[bytes] = []
+        info = self.info
+        for i, raw in enumerate(_column(table, "data")):
+            found: list[list[float]] = []
+            cut: list[np.ndarray] = []
+            width = height = None
+            if errors[i] is None:
+                try:
+                    image = decode_image(raw)
+                except InputError as exc:
+                    errors[i] = str(exc)
+                except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
+                    errors[i] = f"{type(exc).__name__}: {exc}"
+                else:
+                    height, width = image.shape[:2]
+                    try:
+                        for det in self.detector.detect([image])[0]:
+                            found.append([det.box.x, det.box.y, det.box.w, det.box.h, float(det.score)])
+                            cut.append(square_crop(image, det.box, info.input_size, info.crop_margin,
+                                                   info.channels == 1))
+                    except Exception as exc:  # noqa: BLE001 - this photo gets an error row, the batch goes on
+                        errors[i] = f"face detection failed: {type(exc).__name__}: {exc}"
+                        found, cut = [], []
+            widths.append(width)
+            heights.append(height)
+            boxes.append(json.dumps(found))
+            crops.append(np.stack(cut).astype(np.uint8).tobytes() if cut else b"")
+        return pa.table({"index": table.column("index"), "source": table.column("source"),
+                         "error": pa.array(errors, pa.string()), "width": pa.array(widths, pa.int64()),
+                         "height": pa.array(heights, pa.int64()), "boxes": pa.array(boxes, pa.string()),
+                         "crops": pa.array(crops, pa.binary())})
+
+
+def _face_dicts(boxes: list[list[float]], probs: np.ndarray, class_names: Sequence[str]) -> list[dict[str, Any]]:
+    faces = []
+    for n, (box, p) in enumerate(zip(boxes, probs)):
+        top = int(p.argmax())
+        faces.append({"face": n, "box": [int(v) for v in box[:4]], "det_score": box[4],
+                      "emotion": class_names[top], "confidence": float(p[top]),
+                      "probabilities": [float(v) for v in p]})
+    return faces
+
+
+class _Classify:
+    """Classify stage (an actor): every face crop of a batch through the classifier in one call."""
+
+    def __init__(self, model: str, precision: str, batch_size: int, threads: int = 1) -> None:
+        from fer_batch.classify import EmotionClassifier  # noqa: PLC0415 - in a Ray worker
+        from fer_batch.models import resolve_model  # noqa: PLC0415
+
+        self.classifier = EmotionClassifier.load(resolve_model(model), batch_size=batch_size, precision=precision,
+                                                 threads=threads)
+
+    def _probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
+        import numpy as np  # noqa: PLC0415 - in a Ray worker
+
+        shape = (*self.classifier.info.input_size, self.classifier.info.channels)
+        return self.classifier.predict_proba(np.concatenate([c.reshape(-1, *shape) for c in crops]))
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        import numpy as np  # noqa: PLC0415 - in a Ray worker
+        import pyarrow as pa  # noqa: PLC0415
+
+        errors = _column(table, "error")
+        boxes = [json.loads(b) for b in _column(table, "boxes")]
+        crops = [np.frombuffer(c, dtype=np.uint8) for c in _column(table, "crops")]
+        names = self.classifier.class_names
+        faces: list[list[dict[str, Any]]] = [[] for _ in boxes]
+        with_faces = [i for i, b in enumerate(boxes) if b and errors[i] is None]
+        try:
+            probs = self._probabilities([crops[i] for i in with_faces]) if with_faces else None
+            start = 0
+            for i in with_faces:
+                faces[i] = _face_dicts(boxes[i], probs[start:start + len(boxes[i])], names)  # type: ignore[index]
+                start += len(boxes[i])
+        except Exception:  # noqa: BLE001 - find the photo that causes it; the others go on
+            for i in with_faces:
+                try:
+                    faces[i] = _face_dicts(boxes[i], self._probabilities([crops[i]]), names)
+                except Exception as exc:  # noqa: BLE001 - this photo only
+                    errors[i] = f"classification failed: {type(exc).__name__}: {exc}"
+        statuses = [Status.ERROR.value if e is not None else Status.OK.value if f else Status.NO_FACE.value
+                    for e, f in zip(errors, faces)]
+        return pa.table({"index": table.column("index"), "source": table.column("source"),
+                         "status": pa.array(statuses, pa.string()), "error": pa.array(errors, pa.string()),
+                         "width": table.column("width"), "height": table.column("height"),
+                         "faces": pa.array([json.dumps(f) for f in faces], pa.string())})
+
+
+class _Videos:
+    """Video stage (an actor): the local video analysis (sampling, batches, face tracks), one video per call."""
+
+    def __init__(self, config: RayConfig, threads: int = VIDEO_THREADS) -> None:
+        import cv2  # noqa: PLC0415 - in a Ray worker
+
+        from fer_batch.pipeline import Analyzer  # noqa: PLC0415
+        from fer_batch.video import VideoAnalyzer  # noqa: PLC0415
+
+        cv2.setNumThreads(threads)
+        analyzer = Analyzer(config.model, config.detector, min_face_size=config.min_face_size,
+                            threshold=config.threshold, batch_size=config.batch_size, precision=config.precision,
+                            workers=threads)
+        self.videos = VideoAnalyzer(analyzer, config.sampling)
+        self.threads = threads
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
+
+        from fer_batch.frames import Analysed, FrameSource  # noqa: PLC0415
+
+        names = self.videos.class_names
+        rows: list[dict[str, Any]] = []
+        for index, source, path, error in zip(*(_column(table, name) for name, _ in _INPUT_FIELDS)):
+            item = SourceItem(source, Path(path) if path is not None else None, error)
+            frames = FrameSource.of_items([item], video=True, sampling=self.videos.sampling, workers=self.threads)
+            for outcome in self.videos.analyze_frames(frames):
+                if isinstance(outcome, Analysed):
+                    rows.append(_video_row(index, outcome.result, names))
+        return pa.Table.from_pylist(rows, schema=_video_schema())
+
+
+def _video_schema() -> pa.Schema:
+    import pyarrow as pa  # noqa: PLC0415 - the optional ray extra
+
+    return pa.schema([("index", pa.int64()), ("source", pa.string()), ("status", pa.string()),
+                      ("error", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
+                      ("frame", pa.int64()), ("time_s", pa.float64()), ("duration_s", pa.float64()),
+                      ("faces", pa.string())])
+
+
+def _video_row(index: int, result: FrameResult, class_names: Sequence[str]) -> dict[str, Any]:
+    faces = [{"face": f.face, "box": [f.box.x, f.box.y, f.box.w, f.box.h], "det_score": float(f.det_score),
+              "emotion": f.emotion, "confidence": f.confidence, "track": f.track,
+              "probabilities": [f.probabilities[n] for n in class_names]} for f in result.faces]
+    duration = result.extra.get("duration_s")
+    return {"index": index, "source": result.source, "status": result.status.value, "error": result.error,
+            "width": result.width, "height": result.height, "frame": result.frame, "time_s": result.time_s,
+            "duration_s": float(duration) if isinstance(duration, int | float) else None, "faces": json.dumps(faces)}
+
+
+# -- the driver ---------------------------------------------------------------------------------------------
+
+def to_result(row: dict[str, Any], class_names: Sequence[str]) -> FrameResult:
+    """A record of the Ray job (one row of :func:`records`) as the :class:`FrameResult` a local run yields."""
+    faces = tuple(
+        FaceResult(face=f["face"], box=Box(*f["box"]), det_score=f["det_score"], emotion=f["emotion"],
+                   confidence=f["confidence"], probabilities=dict(zip(class_names, f["probabilities"])),
+                   track=f.get("track"))
+        for f in json.loads(row["faces"]))
+    extra = {"duration_s": row["duration_s"]} if row.get("duration_s") is not None else {}
+    return FrameResult(source=row["source"], status=Status(row["status"]), faces=faces, error=row["error"],
+                       width=row["width"], height=row["height"], frame=row.get("frame"), time_s=row.get("time_s"),
+                       extra=extra)
+
+
+def _sizes(config: RayConfig, video: bool) -> tuple[int, float]:
+    """Actors per stage and the CPU each asks for, from the cluster's CPUs (see the module's docstring)."""
+    import ray  # noqa: PLC0415 - the optional ray extra
+
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    workers = config.workers or max(1, int(cpus // 2))
+    pools = 1 if video else 2
+    share = (cpus - READ_RESERVE) / (pools * workers)
+    return workers, min(1.0, max(MIN_ACTOR_CPUS, share))
+
+
+def records(items: Sequence[SourceItem], config: RayConfig, *, video: bool = False) -> ray.data.Dataset:
+    """The Ray dataset of the job's records, in input order: one row per photo, or per sampled video frame.
+
+    Columns: ``index`` (the input's place in ``items``), ``source``, ``status``, ``error``, ``width``,
+    ``height``, ``faces`` (JSON: a list of ``{face, box: [x, y, w, h], det_score, emotion, confidence,
+    probabilities: [one per class, in the model's order]}``); video adds ``frame``, ``time_s`` and
+    ``duration_s``, and a ``track`` on each face. Connect first (:func:`connect`).
+    """
+    import pyarrow as pa  # noqa: PLC0415 - the optional ray extra
+    import ray.data  # noqa: PLC0415
+
+    if any(item.live is not None for item in items):
+        raise UsageError("--engine ray runs video files only, one per task; run streams and cameras with "
+                         "--engine local")
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # rows come out in input order, as in a local run
+    context.enable_progress_bars = False  # the driver's own progress bar counts the rows as they come
+    schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in _INPUT_FIELDS])
+    rows = [{"index": i, "source": item.source, "path": None if item.path is None else str(item.path),
+             "error": item.error} for i, item in enumerate(items)]
+    per_block = 1 if video else IMAGES_PER_BATCH
+    blocks = [pa.Table.from_pylist(rows[start:start + per_block], schema=schema)
+              for start in range(0, len(rows), per_block)] or [schema.empty_table()]
+    dataset = ray.data.from_arrow(blocks)
+    workers, actor_cpus = _sizes(config, video)
+    # A killed actor is restarted and the batch it held retried: Ray Data's own default for actor pools
+    # (max_restarts=-1, max_task_retries=-1 since 2.x; passing them in ray_remote_args is deprecated in 2.60).
+    if video:
+        return dataset.map_batches(_Videos, fn_constructor_kwargs={"config": config}, batch_size=1,
+                                   batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
+                                   num_cpus=actor_cpus)
+    detect_args = {"model": config.model, "detector": config.detector, "min_face_size": config.min_face_size,
+                   "threshold": config.threshold}
+    classify_args = {"model": config.model, "precision": config.precision, "batch_size": config.batch_size}
+    return (dataset
+            .map_batches(_read_files, batch_size=IMAGES_PER_BATCH, batch_format="pyarrow", num_cpus=READ_CPUS)
+            .map_batches(_Detect, fn_constructor_kwargs=detect_args, batch_size=IMAGES_PER_BATCH,
+                         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
+                         num_cpus=actor_cpus)
+            .map_batches(_Classify, fn_constructor_kwargs=classify_args, batch_size=IMAGES_PER_BATCH,
+                         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
+                         num_cpus=actor_cpus))
+
+
+def ray_outcomes(items: Sequence[SourceItem], config: RayConfig, class_names: Sequence[str], *,
+                 video: bool = False) -> Iterator[Outcome]:
+    """Run the job on Ray; yield each record (:class:`Analysed`) and each input's end (:class:`SourceEnd`), in
+    input order, as a local analysis does: ``run(ray_outcomes(...), None, sinks)`` writes the same outputs."""
+    from fer_batch.frames import Analysed, SourceEnd  # noqa: PLC0415
+
+    connect(config.address)
+    dataset = records(items, config, video=video)
+    ended = 0  # inputs whose SourceEnd has been yielded
+    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        for row in batch.to_pylist():
+            while ended < row["index"]:  # the inputs before this row are finished
+                yield SourceEnd(items[ended].source)
+                ended += 1
+            result = to_result(row, class_names)
+            if result.status is Status.ERROR:
+                where = f" (frame {result.frame})" if result.frame is not None else ""
+                log.warning("%s%s: %s", result.source, where, result.error)
+            yield Analysed(result)
+    while ended < len(items):
+        yield SourceEnd(items[ended].source)
+        ended += 1
+
+
+def _face_rows(table: pa.Table, class_names: Sequence[str], video: bool) -> pa.Table:
+    """Per-face rows (the CSV layout, typed) of a batch of records, for :func:`write_parts`."""
+    import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
+
+    from fer_batch.writers import face_rows, parquet_schema  # noqa: PLC0415
+
+    rows = [r for row in table.to_pylist() for r in face_rows(to_result(row, class_names), class_names, video)]
+    return pa.Table.from_pylist(rows, schema=parquet_schema(class_names, video))
+
+
+def write_parts(items: Sequence[SourceItem], config: RayConfig, class_names: Sequence[str], folder: Path,
+                fmt: OutputFormat, *, video: bool = False, overwrite: bool = False) -> RunSummary:
+    """Run the job on Ray and let Ray write its part files into ``folder``: one row per face (every input
+    with its status row), the CSV columns, in Parquet, CSV or JSON Lines (``fmt``). Returns the run's summary
+    (its exit code is a local run's)."""
+    from ray.data import SaveMode  # noqa: PLC0415 - the optional ray extra
+
+    from fer_batch.run import RunSummary  # noqa: PLC0415
+    from fer_batch.writers import OutputFormat  # noqa: PLC0415
+
+    connect(config.address)
+    summary = RunSummary()
+    try:
+        done = records(items, config, video=video).materialize()  # records only (no pixels): counted, then written
+        for batch in done.select_columns(["status", "faces"]).iter_batches(batch_format="pyarrow", batch_size=None):
+            for status, faces in zip(_column(batch, "status"), _column(batch, "faces")):
+                summary.counts[Status(status)] += 1
+                summary.faces += len(json.loads(faces))
+        summary.inputs = len(items)
+        rows = done.map_batches(_face_rows, fn_kwargs={"class_names": tuple(class_names), "video": video},
+                                batch_format="pyarrow", num_cpus=READ_CPUS)
+        mode = SaveMode.OVERWRITE if overwrite else SaveMode.APPEND
+        if fmt is OutputFormat.PARQUET:
+            rows.write_parquet(str(folder), mode=mode)
+        elif fmt is OutputFormat.CSV:
+            rows.write_csv(str(folder), mode=mode)
+        else:
+            rows.write_json(str(folder), mode=mode)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    return summary
+
+
+def part_count(folder: Path) -> int:
+    """Part files in ``folder`` (for the run's last log line)."""
+    return sum(1 for p in folder.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
