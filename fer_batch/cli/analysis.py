@@ -1,17 +1,14 @@
-"""The ``fer-batch`` command line: each command parses options and calls one library function.
+"""``fer-batch images`` and ``fer-batch video``: options declared once, checked before the model loads, one run.
 
-This is the only module that imports Typer. Library exceptions become exit
-codes here (see :class:`fer_batch.errors.ExitCode`); a run's exit code comes
-from its :class:`fer_batch.run.RunSummary`.
+Each command builds a :class:`~fer_batch.frames.FrameSource`, the sinks its options ask for, and calls
+:func:`fer_batch.run.run` (or the Ray engine); the run's :class:`~fer_batch.run.RunSummary` gives the exit code.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,14 +16,24 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from fer_batch import __version__
 from fer_batch.classify import DEFAULT_BATCH_SIZE, Precision
+from fer_batch.cli.common import (
+    ModelOption,
+    PrecisionOption,
+    app,
+    discard_stdout,
+    fail,
+    given,
+    load_backend,
+    log,
+    model_class_names,
+    setup_logging,
+    show_progress,
+)
 from fer_batch.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, DetectorName
-from fer_batch.errors import ExitCode, FerBatchError, UsageError
+from fer_batch.errors import FerBatchError, UsageError
 from fer_batch.models import DEFAULT_MODEL, resolve_model, shipped_models
 from fer_batch.ray_engine import Engine
-from fer_batch.sources import IMAGE_SUFFIXES
-from fer_batch.training.options import DefaultPrecision, Optimizer, Recipe, Schedule, TrainConfig, config_from_json
 from fer_batch.writers import OutputFormat
 
 if TYPE_CHECKING:
@@ -35,25 +42,6 @@ if TYPE_CHECKING:
     from fer_batch.ray_engine import RayConfig
     from fer_batch.resume import ResumePoint
     from fer_batch.sinks import Sink
-
-app = typer.Typer(
-    name="fer-batch",
-    help="Facial expression recognition for photo folders and video, in batches.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Click's plain help, not rich's panels: rich cuts option names to fit (`--no-class-wei…`) in terminals
-    # and pipes of 80 columns, while Click wraps the descriptions and keeps every name whole.
-    rich_markup_mode=None,
-    context_settings={"max_content_width": 120},  # Click's default is 80 even in a wide terminal
-)
-log = logging.getLogger("fer_batch")
-
-ModelOption = Annotated[str, typer.Option(
-    "--model", "-m", help="accurate, fast, a .keras file or a training output folder.")]
-PrecisionOption = Annotated[Precision, typer.Option(
-    help="Network to run: auto (the model's own choice), float32, or int8 (several times faster on a CPU; "
-         "made by fer-batch quantize).")]
 
 
 @dataclass(frozen=True)
@@ -122,43 +110,6 @@ def _analysis_command(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def _print_version(value: bool) -> None:
-    if value:
-        typer.echo(f"fer-batch {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-) -> None:
-    """Facial expression recognition for photo folders and video, in batches."""
-
-
-def _setup_logging(quiet: bool, verbose: bool = False) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("fer-batch: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(level)
-    log.propagate = False
-
-
-def _load_backend() -> None:
-    """Import TensorFlow, with its start-up noise silenced, before the first output.
-
-    Called once the options have been checked: a mistake that needs no model is
-    reported at once, not after the seconds TensorFlow takes to load.
-    """
-    from fer_batch.runtime import import_backend_quietly  # noqa: PLC0415
-
-    try:
-        import_backend_quietly()
-    except ImportError:
-        pass  # an inference-only install: what needed TensorFlow says so, with the command that installs it
-
-
 def _analyzer(model_path: Path, options: AnalysisOptions) -> Analyzer:
     """The pipeline for ``images`` and ``video``; TensorFlow is loaded only where the run needs it.
 
@@ -171,44 +122,15 @@ def _analyzer(model_path: Path, options: AnalysisOptions) -> Analyzer:
     precision = options.precision
     chosen = read_info(model_path).precision if precision is Precision.AUTO else precision.value
     if options.detector is DetectorName.MTCNN or chosen != "int8":
-        _load_backend()
+        load_backend()
     return Analyzer(model_path, options.detector.value, min_face_size=options.min_face_size,
                     threshold=options.threshold, batch_size=options.batch_size, save_crops=options.save_crops,
                     precision=precision.value, workers=options.workers)
 
 
-def _given(ctx: typer.Context, name: str) -> bool:
-    """Whether the user set option ``name`` (on the command line or through the environment)."""
-    source = ctx.get_parameter_source(name)  # by name: Typer's Click is private to it (typer._click)
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
-
-
 def _warn_detector_options(ctx: typer.Context, detector: DetectorName) -> None:
-    if detector is DetectorName.HAAR and _given(ctx, "threshold"):
+    if detector is DetectorName.HAAR and given(ctx, "threshold"):
         log.warning("--threshold does nothing with --detector haar (the cascade gives no confidence); ignored")
-
-
-def _model_class_names(model_path: Path) -> tuple[str, ...]:
-    """The model's class names from its metadata alone (no TensorFlow): the output's columns."""
-    from fer_batch.model_file import read_info  # noqa: PLC0415
-
-    return tuple(read_info(model_path).class_names)
-
-
-def _discard_stdout() -> None:
-    """Point stdout at /dev/null, so the interpreter's last flush at exit cannot fail on the closed pipe."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
-def _fail(exc: FerBatchError) -> typer.Exit:
-    typer.echo(f"fer-batch: error: {exc}", err=True)
-    return typer.Exit(int(exc.exit_code))
-
-
-def _show_progress(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty()
 
 
 def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSource, *, video: bool,
@@ -244,7 +166,7 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
         check_output(options.out, resume=options.resume, overwrite=options.overwrite)
         model_path = resolve_model(options.model)
         _warn_detector_options(ctx, options.detector)
-        class_names = _model_class_names(model_path)
+        class_names = model_class_names(model_path)
         sinks = outputs(class_names)
         if on_ray:
             _refuse_frame_sinks(sinks)
@@ -271,12 +193,12 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
             log.info("sampling: %s", source.sampling.describe())
         rows = RecordSink.to_path(options.out, class_names, fmt=output_format, video=video, append=point.append)
     except FerBatchError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     total = source.remaining if not video else None
-    progress = ProgressSink(total=total, video=video, enabled=_show_progress(options.quiet))
+    progress = ProgressSink(total=total, video=video, enabled=show_progress(options.quiet))
     summary = run(events, analysis, [rows, progress, *sinks])
     if summary.broken_pipe:
-        _discard_stdout()
+        discard_stdout()
         raise typer.Exit(int(summary.exit_code))  # nobody reads any more: no summary line either
     log.info("%s%s", summary.describe(noun), "" if options.out == "-" else f"; results in {options.out}")
     if summary.interrupted:
@@ -342,7 +264,7 @@ def _run_parts(ctx: typer.Context, options: AnalysisOptions, source: FrameSource
         raise UsageError(f"{folder} already holds files: pass --overwrite to replace them")
     model_path = resolve_model(options.model)
     _warn_detector_options(ctx, options.detector)
-    class_names = _model_class_names(model_path)
+    class_names = model_class_names(model_path)
     if outputs(class_names):
         raise UsageError("--plot, --plot-path, --summary, --annotate and --show need the rows in one place: use "
                          "--out FILE with --engine ray")
@@ -388,7 +310,7 @@ def images(
     options: AnalysisOptions,
 ) -> None:
     """Detect faces in images and classify their expressions: one row per face."""
-    _setup_logging(options.quiet)
+    setup_logging(options.quiet)
     from fer_batch.frames import FrameSource  # noqa: PLC0415
 
     _run_command(ctx, options, FrameSource(inputs, workers=options.workers), video=False)
@@ -428,7 +350,7 @@ def video(
                          ] = 0,
 ) -> None:
     """Faces and expressions over time in videos: one row per face per analysed frame, with a track ID."""
-    _setup_logging(options.quiet)
+    setup_logging(options.quiet)
     from fer_batch.annotate import AnnotateSink, ShowSink  # noqa: PLC0415
     from fer_batch.frames import FrameSource, LiveOptions  # noqa: PLC0415
     from fer_batch.sinks import ChartSink, TrackSummarySink, default_plot_path  # noqa: PLC0415
@@ -439,14 +361,14 @@ def video(
                              all_frames=annotate is not None or show, workers=options.workers,
                              live=LiveOptions(stream_timeout, reconnect, duration))
     except FerBatchError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     names = [item.source for item in source.items] if source.items is not None else None
     chart = plot_path if plot_path is not None else default_plot_path(options.out) if plot else None
     if smooth > 0 and chart is None:
         log.warning("--smooth applies to charts only; without --plot or --plot-path it does nothing")
     if source.items is not None and not any(item.live for item in source.items):
         ignored = [f"--{name.replace('_', '-')}" for name in ("duration", "stream_timeout", "reconnect")
-                   if _given(ctx, name)]
+                   if given(ctx, name)]
         if ignored:
             log.warning("%s only for stream URLs and cameras; ignored for video files", ", ".join(ignored))
 
@@ -463,223 +385,3 @@ def video(
         return sinks
 
     _run_command(ctx, options, source, video=True, outputs=outputs)
-
-
-@app.command(short_help="Train an expression classifier on a folder dataset.")
-def train(
-    ctx: typer.Context,
-    # Every parameter but --resume and --quiet is the TrainConfig field of its name, whose default it takes.
-    dataset: Annotated[Path, typer.Argument(help="Folder with train/<class>/ and validation/<class>/ images.",
-                                            exists=True, file_okay=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (model.keras, history, charts).")] = Path(
-        "runs/train"),
-    recipe: Annotated[Recipe, typer.Option(help="Architecture: compact (quickest to train; the default), wide, vgg "
-                                                "or resnet.")] = TrainConfig.recipe,
-    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option(min=1)] = TrainConfig.batch_size,
-    learning_rate: Annotated[float, typer.Option(min=0.0)] = TrainConfig.learning_rate,
-    schedule: Annotated[Schedule, typer.Option(help="cosine (decay to 1% over all epochs), constant, or plateau "
-                                                    "(halve after 3 epochs without a lower validation loss).")
-                        ] = TrainConfig.schedule,
-    optimizer: Annotated[Optimizer, typer.Option(help="adam, adamw, or sgd (Nesterov momentum 0.9).")
-                         ] = TrainConfig.optimizer,
-    weight_decay: Annotated[float, typer.Option(min=0.0, help="Decoupled weight decay (any optimizer).")
-                            ] = TrainConfig.weight_decay,
-    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.5)] = TrainConfig.label_smoothing,
-    class_weights: Annotated[bool, typer.Option(help="Weight the loss by inverse class frequency.")
-                             ] = TrainConfig.class_weights,
-    augment: Annotated[bool, typer.Option(help="Random flips, rotations, shifts, zoom, brightness/contrast.")
-                       ] = TrainConfig.augment,
-    random_erasing: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="With --augment: share of images with one random patch replaced by noise.")
-                              ] = TrainConfig.random_erasing,
-    crop_padding: Annotated[int, typer.Option(
-        min=0, help="With --augment: zero-pad by this many pixels, then crop back at a random position.")
-                            ] = TrainConfig.crop_padding,
-    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
-    name: Annotated[str, typer.Option(help="Model name stored in the model file; it also seeds each epoch's "
-                                           "shuffle and augmentation, so give a fine-tune its own.")
-                    ] = TrainConfig.name,
-    init_from: Annotated[str | None, typer.Option(help="Fine-tune this model (fast, a .keras file or a training "
-                                                       "folder; not accurate, which holds int8 only) instead of a "
-                                                       "new --recipe.")] = None,
-    ferplus_weight: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="Blend this much of the FER+ vote distribution (DATASET/ferplus_labels.csv) into "
-                               "each training target.")] = TrainConfig.ferplus_weight,
-    drop_non_faces: Annotated[bool, typer.Option(
-        help="Leave out training images that FER+ annotators marked as not a face.")] = TrainConfig.drop_non_faces,
-    flip_average: Annotated[bool, typer.Option(
-        help="Store in the model that inference averages each face with its mirror image (twice the cost).")
-                            ] = TrainConfig.flip_average,
-    teachers: Annotated[list[str] | None, typer.Option(
-        "--teacher", help="Distil from this model (shipped name, .keras file or training folder): blend its "
-                          "probabilities into the targets. Repeat for an ensemble of teachers.")] = None,
-    teacher_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of the teacher in each target.")
-                              ] = TrainConfig.teacher_weight,
-    mixed_precision: Annotated[bool, typer.Option(
-        help="Compute in bfloat16 with float32 weights: faster on CPUs with bfloat16 instructions and on GPUs. "
-             "The saved model is float32.")] = TrainConfig.mixed_precision,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-) -> None:
-    """Train an expression classifier; the output folder can be passed to --model."""
-    _setup_logging(quiet)
-    from fer_batch.training.metrics import format_report  # noqa: PLC0415
-    from fer_batch.training.train import run_training  # noqa: PLC0415
-
-    # TrainConfig turns the names of paths and choices into Path and enum values.
-    config = TrainConfig(**{key: value for key, value in ctx.params.items() if key not in ("resume", "quiet")})
-    plan = _training_plan(config, resume)
-    if plan:
-        log.info("%s", plan)  # at once: the first epoch can take minutes, and TensorFlow seconds to load
-    _warn_training_options(ctx, config, resume)
-    _load_backend()
-
-    def on_epoch(r):  # type: ignore[no-untyped-def]
-        m = r.metrics
-        log.info("epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  lr %.2e  %.0fs%s",
-                 r.epoch, r.epochs, m.get("loss", 0), m.get("accuracy", 0), m.get("val_loss", 0),
-                 m.get("val_accuracy", 0), m.get("learning_rate", 0), r.seconds, "  *best" if r.best else "")
-
-    try:
-        result = run_training(config, resume=resume, on_epoch=on_epoch)
-    except FerBatchError as exc:
-        raise _fail(exc) from None
-    except KeyboardInterrupt:
-        log.warning("interrupted; continue with: fer-batch train %s --out %s --resume", dataset, out)
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    if not quiet:  # on stderr: train's product is the model file; the report describes it
-        typer.echo(f"validation report of {result.model_path} (epoch {result.best_epoch}):", err=True)
-        typer.echo(format_report(result.report), err=True)
-    log.info("best epoch %d; model written to %s", result.best_epoch, result.model_path)
-
-
-def _warn_training_options(ctx: typer.Context, config: TrainConfig, resume: bool) -> None:
-    """One warning for each group of options that do nothing in this run."""
-    flags = {param.name: param.opts[0] for param in ctx.command.params}  # the option of each parameter
-    if resume:
-        ignored = [flags[name] for name in ctx.params
-                   if name not in ("dataset", "out", "resume", "quiet") and _given(ctx, name)]
-        if ignored:
-            log.warning("--resume continues with the options the run was started with; ignored: %s",
-                        ", ".join(ignored))
-        return
-    if not config.augment:
-        ignored = [flags[name] for name in ("random_erasing", "crop_padding") if _given(ctx, name)]
-        if ignored:
-            log.warning("%s %s only with --augment; ignored with --no-augment", " and ".join(ignored),
-                        "applies" if len(ignored) == 1 else "apply")
-    if not config.teachers and _given(ctx, "teacher_weight"):
-        log.warning("--teacher-weight does nothing without --teacher; ignored")
-    if config.init_from is not None and _given(ctx, "recipe"):
-        log.warning("--init-from keeps the architecture of the model it starts from; --recipe is ignored")
-
-
-def _count_split(split_dir: Path) -> tuple[int, list[str]]:
-    """Images and class folders of one dataset split, by their names alone (no decoding)."""
-    if not split_dir.is_dir():
-        return 0, []
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    images = sum(1 for name in classes for entry in os.scandir(split_dir / name)
-                 if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES)
-    return images, classes
-
-
-def _training_plan(config: TrainConfig, resume: bool) -> str | None:
-    """What ``train`` is about to do, in one line; None when training is about to refuse (it says why)."""
-    from fer_batch.training.data import TRAIN_SPLIT, VALIDATION_SPLIT  # noqa: PLC0415
-    from fer_batch.training.train import load_state  # noqa: PLC0415
-
-    start = ""
-    if resume:
-        state = load_state(config.out)
-        if not state:
-            return None
-        config = config_from_json(state["config"])
-        start = f"resuming the run in {config.out} after epoch {state['epochs_done']}, with its saved options: "
-    train_images, classes = _count_split(Path(config.dataset) / TRAIN_SPLIT)
-    val_images, _ = _count_split(Path(config.dataset) / VALIDATION_SPLIT)
-    if not (train_images and val_images):
-        return None
-    shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
-    model = f"fine-tuning {config.init_from}" if config.init_from else f"training recipe {config.recipe}"
-    teachers = (f", distilling from {', '.join(map(str, config.teachers))} (weight {config.teacher_weight:g})"
-                if config.teachers else "")
-    return (f"{start}{model} on {config.dataset}: {train_images:,} training and {val_images:,} validation images, "
-            f"{len(classes)} classes ({shown}); {config.epochs} epochs at batch size {config.batch_size}, "
-            f"{config.optimizer} at {config.learning_rate:g} ({config.schedule}), augmentation "
-            f"{'on' if config.augment else 'off'}{teachers}; writing {config.out}")
-
-
-@app.command(short_help="Score a model on labelled face crops.")
-def evaluate(
-    data: Annotated[Path, typer.Argument(help="Folder of labelled face crops: DIR/<class>/*.png.",
-                                         exists=True, file_okay=False)],
-    model: ModelOption = DEFAULT_MODEL,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (metrics.json, confusion_matrix.png).")
-                   ] = Path("evaluation"),
-    batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_BATCH_SIZE,
-    precision: PrecisionOption = Precision.AUTO,
-) -> None:
-    """Score a model on labelled face crops: accuracy, macro F1, per-class metrics, confusion matrix."""
-    _setup_logging(False)
-    from fer_batch.training.evaluate import evaluate_folder  # noqa: PLC0415
-    from fer_batch.training.metrics import format_report  # noqa: PLC0415
-
-    try:
-        model_path = resolve_model(model)  # before TensorFlow loads: a wrong name is reported at once
-        _load_backend()
-        result = evaluate_folder(data, model_path, out, batch_size=batch_size, precision=precision.value)
-    except FerBatchError as exc:
-        raise _fail(exc) from None
-    # On stdout: the scores are evaluate's data. The heading says which model (and network) was scored.
-    report = result.report
-    typer.echo(f"model {report['model_name']} ({model_path}, {report['precision']}) on {data}:")
-    typer.echo(format_report(report))
-    log.info("report written to %s and %s", result.metrics_path, result.confusion_path)
-
-
-@app.command(short_help="Add an int8 network to a model and measure what it costs.")
-def quantize(
-    model: Annotated[str, typer.Argument(help="The model to quantise: fast, a .keras file or a training output "
-                                              "folder (not accurate, which holds int8 only).")],
-    dataset: Annotated[Path, typer.Argument(help="Folder with train/<class>/ (calibration images) and, optionally, "
-                                                 "validation/<class>/ (to measure the cost in accuracy).",
-                                            exists=True, file_okay=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The new model file (.keras).", dir_okay=False)],
-    precision: Annotated[DefaultPrecision, typer.Option(help="What the new file runs by default: int8 or float32.")
-                         ] = DefaultPrecision.INT8,
-    flip_average: Annotated[bool | None, typer.Option(
-        help="Average each face with its mirror image at inference (default: as the source model).")] = None,
-    name: Annotated[str | None, typer.Option(help="Model name stored in the file (default: the source's).")
-                 ] = None,
-    calibration_images: Annotated[int, typer.Option(min=1, help="Training images used to measure activation "
-                                                                "ranges.")] = 500,
-    seed: Annotated[int, typer.Option()] = 1337,
-    int8_only: Annotated[bool, typer.Option(
-        help="Leave the float32 network out of the new file (a fraction of the size; it then runs at int8 only).")
-    ] = False,
-) -> None:
-    """Add an int8 copy of a model's network (several times faster on a CPU) and measure what it costs."""
-    _setup_logging(False)
-    from fer_batch.training.quantize import quantize_model  # noqa: PLC0415
-
-    try:
-        model_path = resolve_model(model)  # before TensorFlow loads: a wrong name is reported at once
-        _load_backend()
-        result = quantize_model(model_path, dataset, out, name=name, precision=precision,
-                                flip_average=flip_average, calibration_images=calibration_images, seed=seed,
-                                int8_only=int8_only)
-    except FerBatchError as exc:
-        raise _fail(exc) from None
-    log.info("int8 network: %.0f kB, calibrated on %d training images; written to %s (%.1f MB%s)",
-             result.int8_bytes / 1024, result.info.training["quantized"]["calibration_images"], result.path,
-             result.path.stat().st_size / 1e6, ", int8 only" if int8_only else "")
-    if result.int8_accuracy is not None:  # on stderr: quantize's product is the model file
-        typer.echo(f"validation accuracy: float32 {result.float32_accuracy:.4f}, int8 {result.int8_accuracy:.4f}; "
-                   f"same class for {result.agreement:.1%} of images", err=True)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="fer-batch")  # also under `python -m fer_batch`, so usage lines match the README

@@ -1,0 +1,105 @@
+"""What every ``fer-batch`` command shares: the Typer app, logging, the error-to-exit-code edge, common options.
+
+The CLI package (``fer_batch.cli``) is the only code that imports Typer; the commands are in
+:mod:`fer_batch.cli.analysis` (``images``, ``video``) and :mod:`fer_batch.cli.train_commands` (``train``,
+``evaluate``, ``quantize``). Library exceptions become exit codes here (see :class:`fer_batch.errors.ExitCode`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fer_batch import __version__
+from fer_batch.classify import Precision
+from fer_batch.errors import FerBatchError
+
+app = typer.Typer(
+    name="fer-batch",
+    help="Facial expression recognition for photo folders and video, in batches.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Click's plain help, not rich's panels: rich cuts option names to fit (`--no-class-wei…`) in terminals
+    # and pipes of 80 columns, while Click wraps the descriptions and keeps every name whole.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},  # Click's default is 80 even in a wide terminal
+)
+log = logging.getLogger("fer_batch")
+
+ModelOption = Annotated[str, typer.Option(
+    "--model", "-m", help="accurate, fast, a .keras file or a training output folder.")]
+PrecisionOption = Annotated[Precision, typer.Option(
+    help="Network to run: auto (the model's own choice), float32, or int8 (several times faster on a CPU; "
+         "made by fer-batch quantize).")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fer-batch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Facial expression recognition for photo folders and video, in batches."""
+
+
+def setup_logging(quiet: bool, verbose: bool = False) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("fer-batch: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def load_backend() -> None:
+    """Import TensorFlow, with its start-up noise silenced, before the first output.
+
+    Called once the options have been checked: a mistake that needs no model is
+    reported at once, not after the seconds TensorFlow takes to load.
+    """
+    from fer_batch.runtime import import_backend_quietly  # noqa: PLC0415
+
+    try:
+        import_backend_quietly()
+    except ImportError:
+        pass  # an inference-only install: what needed TensorFlow says so, with the command that installs it
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user set option ``name`` (on the command line or through the environment)."""
+    source = ctx.get_parameter_source(name)  # by name: Typer's Click is private to it (typer._click)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def model_class_names(model_path: Path) -> tuple[str, ...]:
+    """The model's class names from its metadata alone (no TensorFlow): the output's columns."""
+    from fer_batch.model_file import read_info  # noqa: PLC0415
+
+    return tuple(read_info(model_path).class_names)
+
+
+def discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit cannot fail on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def fail(exc: FerBatchError) -> typer.Exit:
+    typer.echo(f"fer-batch: error: {exc}", err=True)
+    return typer.Exit(int(exc.exit_code))
+
+
+def show_progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
