@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import deque
-from collections.abc import Collection, Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IMAGES_AHEAD_PER_WORKER = 8  # photos decoded ahead of the analysis per reader thread; bounds memory
+IMAGES_AHEAD = 32  # photos decoded (or being decoded) ahead of the analysis: two chunks; bounds memory
 PREFETCH_FRAMES = 32  # decoded video frames waiting for analysis; bounds memory
 
 
@@ -145,7 +145,7 @@ class FrameSource:
         all_frames: bool = False,
         workers: int | None = None,
         live: LiveOptions | None = None,
-        skip: Collection[str] = (),
+        skip: Collection[str] | Mapping[str, int] = (),
         stdin: TextIO | None = None,
     ) -> None:
         from fer_batch.video import VIDEO_SUFFIXES, Sampling  # noqa: PLC0415 - video.py imports this module
@@ -172,12 +172,12 @@ class FrameSource:
     @property
     def openable(self) -> bool:
         """False when every input is known in advance and none left to do can be opened: no model is needed."""
-        return self.items is None or any(item.error is None and item.source not in self.skip for item in self.items)
+        return self.items is None or any(item.error is None for item in self._left(self.items))
 
     @property
     def remaining(self) -> int | None:
         """Inputs left to do, when they are known in advance (for the progress bar)."""
-        return None if self.items is None else sum(item.source not in self.skip for item in self.items)
+        return None if self.items is None else sum(1 for _ in self._left(self.items))
 
     def pending(self) -> list[SourceItem]:
         """The inputs left to do, in order (``-``: read to the end of stdin), for an engine that needs them all
@@ -185,7 +185,20 @@ class FrameSource:
         return list(self._wanted())
 
     def _wanted(self) -> Iterator[SourceItem]:
-        for item in self._found:
+        return self._left(self._found)
+
+    def _left(self, items: Iterable[SourceItem]) -> Iterator[SourceItem]:
+        """``items`` less the skipped ones: a source in a mapping ``skip`` is skipped as many times as it
+        counts (an input named twice and done once is done again), a source in a plain collection always."""
+        if isinstance(self.skip, Mapping):
+            left = Counter(self.skip)
+            for item in items:
+                if left[item.source] > 0:
+                    left[item.source] -= 1
+                else:
+                    yield item
+            return
+        for item in items:
             if item.source not in self.skip:
                 yield item
 
@@ -198,9 +211,10 @@ class FrameSource:
 
     def _photos(self, items: Iterator[SourceItem]) -> Iterator[Event]:
         """Photos decoded by ``workers`` threads ahead of the consumer, yielded in input order."""
-        ahead = IMAGES_AHEAD_PER_WORKER * self.workers
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fer-read") as pool:
-            pending: deque[tuple[SourceItem, Future[np.ndarray] | None]] = deque()
+        ahead = max(IMAGES_AHEAD, self.workers)  # at least one photo per reader thread
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fer-read")
+        pending: deque[tuple[SourceItem, Future[np.ndarray] | None]] = deque()
+        try:
             while True:
                 while len(pending) < ahead:
                     item = next(items, None)
@@ -213,6 +227,8 @@ class FrameSource:
                 item, future = pending.popleft()
                 yield _photo_event(item, future)
                 yield SourceEnd(item.source)
+        finally:  # also when the consumer stops early (Ctrl-C): photos not started yet are not read
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # -- videos and live inputs -------------------------------------------------------------------------
 

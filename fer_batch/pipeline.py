@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Protocol, Self, TextIO
 
 import cv2
 import numpy as np
@@ -79,8 +79,17 @@ class _Chunk:
     detections: list[Future[list[Detection]]]
 
     @property
-    def live(self) -> bool:
-        return any(isinstance(e, Frame) and e.stream is not None and e.stream.live for e in self.events)
+    def finish_now(self) -> bool:
+        """Whether to finish this chunk without waiting for the next one to be read and detected.
+
+        A chunk of a live input (its rows are not held back), and the last chunk of a video (its outputs are
+        written when it ends, not once the next input has opened, which for a stream can take seconds).
+        Photos overlap: each chunk of photos ends with a photo's end, and is finished after the next starts.
+        """
+        if any(isinstance(e, Frame) and e.stream is not None and e.stream.live for e in self.events):
+            return True
+        ends_input = bool(self.events) and isinstance(self.events[-1], SourceEnd)
+        return ends_input and not any(isinstance(e, Frame) and e.stream is None for e in self.events)
 
 
 def _frame_record(frame: Frame, status: Status, faces: Sequence[FaceResult] = (),
@@ -142,6 +151,18 @@ class Analyzer:
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.classifier.class_names
+
+    def close(self) -> None:
+        """Stop the detection threads (the analyzer cannot detect in parallel afterwards)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- the core: many decoded images in, faces with probabilities out -------------------------------
 
@@ -227,7 +248,7 @@ class Analyzer:
         Yields an :class:`~fer_batch.frames.Analysed` (record and frame) for each frame to analyse and for each
         :class:`~fer_batch.frames.FrameError`, and passes the other frames and the
         :class:`~fer_batch.frames.SourceEnd` markers along. Detection of one chunk overlaps classification of the
-        one before it; a chunk of a live input is finished at once, so its rows are not held back.
+        one before it; a chunk of a live input, or the last of a video, is finished at once (see ``_Chunk``).
         """
         waiting: _Chunk | None = None
         for part in (chunking or GrowingChunks(self.chunk_size)).split(events):
@@ -235,7 +256,7 @@ class Analyzer:
             if waiting is not None:
                 yield from self._finish_chunk(waiting)
                 waiting = None
-            if chunk.live:
+            if chunk.finish_now:
                 yield from self._finish_chunk(chunk)
             else:
                 waiting = chunk

@@ -44,7 +44,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fer_batch.errors import InputError, UsageError
+from fer_batch.errors import ExitCode, FerBatchError, InputError, UsageError
 from fer_batch.records import Box, FaceResult, FrameResult, Status
 from fer_batch.sources import SourceItem
 
@@ -392,16 +392,40 @@ def records(items: Sequence[SourceItem], config: RayConfig, *, video: bool = Fal
                          num_cpus=actor_cpus))
 
 
+class RayJobError(FerBatchError):
+    """The Ray job failed (a task or actor raised, the cluster went away): the run cannot go on."""
+
+    exit_code = ExitCode.INPUT_ERRORS
+
+
 def ray_outcomes(items: Sequence[SourceItem], config: RayConfig, class_names: Sequence[str], *,
                  video: bool = False) -> Iterator[Outcome]:
     """Run the job on Ray; yield each record (:class:`Analysed`) and each input's end (:class:`SourceEnd`), in
-    input order, as a local analysis does: ``run(ray_outcomes(...), None, sinks)`` writes the same outputs."""
-    from fer_batch.frames import Analysed, SourceEnd  # noqa: PLC0415
+    input order, as a local analysis does: ``run(ray_outcomes(...), None, sinks)`` writes the same outputs.
 
+    Connects to the cluster and plans the job at once (a cluster that cannot be reached, or inputs Ray cannot
+    run, raise :class:`UsageError` here, before any output is opened); the job runs as the outcomes are taken.
+    A job that fails on the way raises :class:`RayJobError`.
+    """
     connect(config.address)
     dataset = records(items, config, video=video)
+    return _outcomes(dataset, items, class_names)
+
+
+def _outcomes(dataset: ray.data.Dataset, items: Sequence[SourceItem],
+              class_names: Sequence[str]) -> Iterator[Outcome]:
+    from fer_batch.frames import Analysed, SourceEnd  # noqa: PLC0415
+
     ended = 0  # inputs whose SourceEnd has been yielded
-    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+    batches = dataset.iter_batches(batch_format="pyarrow", batch_size=None)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:
+            last_line = (str(exc).strip().splitlines() or [""])[-1]  # Ray's errors carry the remote traceback
+            raise RayJobError(f"the Ray job failed: {type(exc).__name__}: {last_line}") from exc
+        if batch is None:
+            break
         for row in batch.to_pylist():
             while ended < row["index"]:  # the inputs before this row are finished
                 yield SourceEnd(items[ended].source)
@@ -427,7 +451,7 @@ def _face_rows(table: pa.Table, class_names: Sequence[str], video: bool) -> pa.T
 
 
 def write_parts(items: Sequence[SourceItem], config: RayConfig, class_names: Sequence[str], folder: Path,
-                fmt: OutputFormat, *, video: bool = False, overwrite: bool = False) -> RunSummary:
+                fmt: OutputFormat, *, video: bool = False) -> RunSummary:
     """Run the job on Ray and let Ray write its part files into ``folder``: one row per face (every input
     with its status row), the CSV columns, in Parquet, CSV or JSON Lines (``fmt``). Returns the run's summary
     (its exit code is a local run's)."""
@@ -447,7 +471,7 @@ def write_parts(items: Sequence[SourceItem], config: RayConfig, class_names: Seq
         summary.inputs = len(items)
         rows = done.map_batches(_face_rows, fn_kwargs={"class_names": tuple(class_names), "video": video},
                                 batch_format="pyarrow", num_cpus=READ_CPUS)
-        mode = SaveMode.OVERWRITE if overwrite else SaveMode.APPEND
+        mode = SaveMode.APPEND  # never OVERWRITE, which empties the whole folder: the CLI removed the old parts
         if fmt is OutputFormat.PARQUET:
             rows.write_parquet(str(folder), mode=mode)
         elif fmt is OutputFormat.CSV:

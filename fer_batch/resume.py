@@ -17,8 +17,9 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,6 +38,7 @@ class ResumePoint:
     kept: int = 0  # records (images, or sampled video frames) kept in the output
     sources: int = 0  # runs of records of one source kept: the first ``sources`` inputs, in input order
     size: int = 0  # bytes: the length the output was truncated to
+    counts: Mapping[str, int] = field(default_factory=dict)  # runs kept per source: an input named twice, twice
 
     @property
     def append(self) -> bool:
@@ -83,18 +85,18 @@ def resume_output(path: str | Path, fmt: str | OutputFormat, class_names: Sequen
         stream = path.open("rb")
     except FileNotFoundError:
         return ResumePoint()
-    done: set[str] = set()
+    done: Counter[str] = Counter()
     kept = sources = size = 0
     source, count, end = "", 0, 0  # the run of records of one source being read
     with stream:
         for entry in _entries(stream, OutputFormat(fmt), tuple(class_names), video, path.name):
             if count and entry.record.source != source:
-                done.add(source)
+                done[source] += 1
                 kept, sources, size = kept + count, sources + 1, end
                 count = 0
             source, count, end = entry.record.source, count + 1, entry.end
     os.truncate(path, size)  # the last source, perhaps incomplete, goes: it will be redone
-    return ResumePoint(frozenset(done), kept, sources, size)
+    return ResumePoint(frozenset(done), kept, sources, size, dict(done))
 
 
 def read_records(path: str | Path, fmt: str | OutputFormat, class_names: Sequence[str], *,

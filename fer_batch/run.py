@@ -114,13 +114,25 @@ def run(source: Iterable[Event] | Iterable[Event | Outcome], analysis: Analysis 
     except BrokenPipeError:
         summary.broken_pipe = True
     finally:
-        for sink in sinks:
-            try:
-                sink.close()
-            except BrokenPipeError:
-                summary.broken_pipe = True
-            summary.output_failures += sink.failures
+        _close_all(sinks, summary)
     return summary
+
+
+def _close_all(sinks: Sequence[Sink], summary: RunSummary) -> None:
+    """Close every sink, even when one of them fails to; the first failure is raised once all are closed."""
+    failure: BaseException | None = None
+    for sink in sinks:
+        try:
+            sink.close()
+        except BrokenPipeError:
+            summary.broken_pipe = True
+        except KeyboardInterrupt:  # a second Ctrl-C while an output is being finished: finish the others
+            summary.interrupted = True
+        except BaseException as exc:  # noqa: BLE001 - raised below, once the other outputs are closed
+            failure = failure or exc
+        summary.output_failures += sink.failures
+    if failure is not None:
+        raise failure
 
 
 def _dispatch(outcome: Outcome, sinks: Sequence[Sink], summary: RunSummary) -> None:

@@ -257,12 +257,11 @@ def _photo_folder(root: Path, count: int) -> Path:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGKILL")
 @pytest.mark.parametrize("fmt", ["csv", "json"])
-def test_a_killed_run_resumes_to_what_an_uninterrupted_run_writes(fmt: str, tiny_model_path: Path,
-                                                                  tmp_path: Path) -> None:
+def test_a_killed_run_resumes_to_what_an_uninterrupted_run_writes(fmt: str, tmp_path: Path) -> None:
     from .conftest import flat_record, kill_when, same_rows
 
-    photos = _photo_folder(tmp_path / "photos", 150)
-    args = ["images", str(photos), "--model", str(tiny_model_path), "--quiet"]
+    photos = _photo_folder(tmp_path / "photos", 300)
+    args = ["images", str(photos), "--model", "fast", "--quiet"]  # int8 on LiteRT: no TensorFlow start-up
     full = tmp_path / f"full.{fmt}"
     assert fer_batch(*args, "--out", full).returncode == 1  # the broken photo
     out = tmp_path / f"stopped.{fmt}"
@@ -280,10 +279,10 @@ def test_a_killed_run_resumes_to_what_an_uninterrupted_run_writes(fmt: str, tiny
 
 
 
-def test_an_existing_output_is_never_replaced_without_overwrite(tiny_model_path: Path, tmp_path: Path) -> None:
+def test_an_existing_output_is_never_replaced_without_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
     out.write_text("precious\n")
-    args = ["images", str(SAMPLE_MEDIA / "grace_hopper.jpg"), "--model", str(tiny_model_path), "--out", str(out)]
+    args = ["images", str(SAMPLE_MEDIA / "grace_hopper.jpg"), "--model", "fast", "--out", str(out)]
     began = time.perf_counter()
     proc = fer_batch(*args)
     assert proc.returncode == 2 and "--resume" in proc.stderr and "--overwrite" in proc.stderr
@@ -296,3 +295,26 @@ def test_an_existing_output_is_never_replaced_without_overwrite(tiny_model_path:
     assert out.read_text().startswith("source,face,")
     proc = fer_batch(*args, "--resume")  # complete: the last input is redone, nothing is duplicated
     assert proc.returncode == 0 and out.read_text().count("grace_hopper") == 1, proc.stderr
+
+
+def test_a_folder_of_parts_never_loses_other_files(tmp_path: Path) -> None:
+    """--out DIR/ (Ray's part files): only an earlier run's parts are replaced, and only with --overwrite."""
+    from fer_batch.cli.analysis import _clear_parts_folder
+    from fer_batch.errors import UsageError
+    from fer_batch.frames import FrameSource
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    (folder / "part-0.parquet").write_bytes(b"old")
+    source = FrameSource([SAMPLE_MEDIA])
+    with pytest.raises(UsageError, match="--overwrite"):
+        _clear_parts_folder(folder, source, overwrite=False)
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="other files"):
+        _clear_parts_folder(folder, source, overwrite=True)
+    assert (folder / "notes.txt").exists() and (folder / "part-0.parquet").exists()
+    (folder / "notes.txt").unlink()
+    _clear_parts_folder(folder, source, overwrite=True)
+    assert not any(folder.iterdir())
+    with pytest.raises(UsageError, match="holds inputs"):
+        _clear_parts_folder(SAMPLE_MEDIA, FrameSource([SAMPLE_MEDIA]), overwrite=True)

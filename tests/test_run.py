@@ -156,3 +156,23 @@ def test_show_refuses_clearly_without_a_display(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(annotate, "display_problem", lambda: "no display to show a window on (DISPLAY is not set)")
     with pytest.raises(UsageError, match="--show: no display"):
         annotate.ShowSink(("happy",))
+
+
+def test_every_sink_is_closed_even_when_one_fails_to_close(analyzer) -> None:  # type: ignore[no-untyped-def]
+    class FullDisk(Recorder):
+        def close(self) -> None:
+            super().close()
+            raise OSError("no space left on device")
+
+    first, other = FullDisk(), Recorder()
+    with pytest.raises(OSError, match="no space"):
+        run(FrameSource([SAMPLE_MEDIA / "grace_hopper.jpg"]), analyzer, [first, other])
+    assert first.closed == other.closed == 1
+
+
+def test_resumed_sources_are_skipped_as_often_as_they_were_done(tmp_path: Path) -> None:
+    a, b = SAMPLE_MEDIA / "grace_hopper.jpg", SAMPLE_MEDIA / "chelsea_cat.png"
+    source = FrameSource([a, b, a], skip={str(a): 1})  # a run stopped during b: a was done once
+    assert [e.source for e in source if isinstance(e, SourceEnd)] == [str(b), str(a)]
+    assert source.remaining == 2
+    assert FrameSource([a, b, a], skip={str(a)}).remaining == 1  # a plain set skips every occurrence

@@ -284,10 +284,10 @@ def fer_batch_live(*args: object, timeout: float = 120) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def test_cli_stream_rows_times_and_duration(tiny_model_path: Path, tmp_path: Path) -> None:
+def test_cli_stream_rows_times_and_duration(tmp_path: Path) -> None:
     out = tmp_path / "rows.csv"
     with MjpegServer(Plan(frames=200, fps=10)) as server:
-        proc = fer_batch_live(server.url, "--model", tiny_model_path, "--duration", "2", "--out", out)
+        proc = fer_batch_live(server.url, "--model", "fast", "--duration", "2", "--out", out)
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(out.open()))
     times = [float(r["time_s"]) for r in rows]
@@ -296,11 +296,11 @@ def test_cli_stream_rows_times_and_duration(tiny_model_path: Path, tmp_path: Pat
     assert 6 <= len(rows) <= 11  # 5 frames per second of stream, for 2 s
 
 
-def test_cli_stream_rows_are_written_as_they_come(tiny_model_path: Path, tmp_path: Path) -> None:
+def test_cli_stream_rows_are_written_as_they_come(tmp_path: Path) -> None:
     """A reader tailing the output sees each row about a second after its frame arrived, not at the end."""
     out = tmp_path / "rows.jsonl"
     with MjpegServer(Plan(frames=80, fps=10)) as server:
-        proc = subprocess.Popen([*fer_batch_command(), "video", server.url, "--model", str(tiny_model_path),
+        proc = subprocess.Popen([*fer_batch_command(), "video", server.url, "--model", "fast",
                                  "--detector", "haar", "--out", str(out), "--quiet"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         seen: dict[int, float] = {}  # row number -> when it appeared in the file
@@ -317,11 +317,10 @@ def test_cli_stream_rows_are_written_as_they_come(tiny_model_path: Path, tmp_pat
     assert len(lags) >= 0.8 * len(records) and sorted(lags)[len(lags) // 2] < 1.5, lags
 
 
-def test_cli_stalled_stream_not_a_video_and_absent_camera_get_error_rows(tiny_model_path: Path,
-                                                                         tmp_path: Path) -> None:
+def test_cli_stalled_stream_not_a_video_and_absent_camera_get_error_rows(                                                                         tmp_path: Path) -> None:
     out = tmp_path / "rows.csv"
     with MjpegServer(Plan(frames=15, fps=10, then="stall")) as server:
-        proc = fer_batch_live(server.url, server.page_url, "camera:7", "--model", tiny_model_path,
+        proc = fer_batch_live(server.url, server.page_url, "camera:7", "--model", "fast",
                               "--stream-timeout", "1.5", "--out", out)
     assert proc.returncode == 1, proc.stderr
     rows = list(csv.DictReader(out.open()))
@@ -339,5 +338,5 @@ def test_cli_show_says_clearly_when_no_window_can_open(tiny_model_path: Path) ->
     problem = display_problem()
     if problem is None:
         pytest.skip("this machine can open windows")
-    proc = fer_batch_live("camera:0", "--model", tiny_model_path, "--show")
+    proc = fer_batch_live("camera:0", "--model", "fast", "--show")
     assert proc.returncode == 2 and problem in proc.stderr

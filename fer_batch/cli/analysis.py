@@ -6,6 +6,7 @@ Each command builds a :class:`~fer_batch.frames.FrameSource`, the sinks its opti
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import os
@@ -31,7 +32,7 @@ from fer_batch.cli.common import (
     show_progress,
 )
 from fer_batch.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, DetectorName
-from fer_batch.errors import FerBatchError, UsageError
+from fer_batch.errors import ExitCode, FerBatchError, UsageError
 from fer_batch.models import DEFAULT_MODEL, resolve_model, shipped_models
 from fer_batch.ray_engine import Engine
 from fer_batch.writers import OutputFormat
@@ -91,6 +92,11 @@ def _analysis_command(command: Callable[..., None]) -> Callable[..., None]:
     """
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "options"]
     hints = inspect.get_annotations(AnalysisOptions, eval_str=True)
+    for f in fields(AnalysisOptions):  # mistakes here would only show as odd Typer behaviour: say them at import
+        if f.default is dataclasses.MISSING:
+            raise TypeError(f"AnalysisOptions.{f.name} needs a plain default: Typer takes it as the option's")
+        if any(p.name == f.name for p in own):
+            raise TypeError(f"{command.__name__}() declares {f.name!r}, which AnalysisOptions already declares")
     shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
               for f in fields(AnalysisOptions)]
 
@@ -164,50 +170,72 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
             raise UsageError(f"--resume does not work with {output_format.value} output (a Parquet file cannot "
                              "be appended to): use CSV or JSON Lines to resume, or --overwrite to start again")
         check_output(options.out, resume=options.resume, overwrite=options.overwrite)
+        _check_writable(options.out)
         model_path = resolve_model(options.model)
         _warn_detector_options(ctx, options.detector)
         class_names = model_class_names(model_path)
         sinks = outputs(class_names)
         if on_ray:
             _refuse_frame_sinks(sinks)
-        point = ResumePoint()
-        if options.resume:  # cuts the output after its last complete input: from here on it is being resumed
-            point = resume_output(options.out, output_format, class_names, video=video)
-            source.skip = point.done
-            _replay(options.out, output_format, class_names, point, sinks)
-            log.info("resuming %s: %d input(s) complete in it are skipped", options.out, len(point.done))
-        events: Any = source
-        analysis = None
-        if on_ray:
-            from fer_batch.ray_engine import ray_outcomes  # noqa: PLC0415
-
-            events = ray_outcomes(source.pending(), _ray_config(options, model_path, source), class_names,
-                                  video=video)
-        elif source.openable:
-            analysis = _analyzer(model_path, options)
+        analysis = _analyzer(model_path, options) if not on_ray and source.openable else None
         if analysis is not None and video:
             from fer_batch.video import VideoAnalyzer  # noqa: PLC0415
 
             analysis = VideoAnalyzer(analysis, source.sampling)  # type: ignore[assignment]
+        point = ResumePoint()
+        if options.resume:  # once the model has loaded: cuts the output after its last complete input
+            point = resume_output(options.out, output_format, class_names, video=video)
+            source.skip = point.counts
+            _replay(options.out, output_format, class_names, point, sinks)
+            log.info("resuming %s: %d input(s) complete in it are skipped", options.out, point.sources)
+        events: Any = source
+        if on_ray:
+            from fer_batch.ray_engine import ray_outcomes  # noqa: PLC0415
+
+            events = ray_outcomes(source.pending(), _ray_config(options, model_path, source), class_names,
+                                  video=video)  # connects to the cluster and plans the job here
         if video and (analysis is not None or on_ray):
             log.info("sampling: %s", source.sampling.describe())
         rows = RecordSink.to_path(options.out, class_names, fmt=output_format, video=video, append=point.append)
     except FerBatchError as exc:
         raise fail(exc) from None
+    except OSError as exc:
+        raise fail(UsageError(f"cannot write {options.out}: {exc.strerror or exc}")) from None
+    except KeyboardInterrupt:  # while the model loads: nothing was written yet
+        log.warning("interrupted before the run started; no output was written")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     total = source.remaining if not video else None
     progress = ProgressSink(total=total, video=video, enabled=show_progress(options.quiet))
-    summary = run(events, analysis, [rows, progress, *sinks])
+    try:
+        summary = run(events, analysis, [rows, progress, *sinks])
+    except FerBatchError as exc:  # the run itself failed (a Ray job); every output was closed first
+        raise fail(exc) from None
     if summary.broken_pipe:
         discard_stdout()
         raise typer.Exit(int(summary.exit_code))  # nobody reads any more: no summary line either
     log.info("%s%s", summary.describe(noun), "" if options.out == "-" else f"; results in {options.out}")
     if summary.interrupted:
+        again = ("" if options.out == "-" else "; run the same command with --overwrite to redo it"
+                 if output_format in BINARY_FORMATS else "; the same command with --resume finishes it")
         log.warning("interrupted: the output holds the %d %s finished so far%s", point.kept + rows.count, noun,
-                    "" if options.out == "-" else "; the same command with --resume finishes it")
+                    again)
     tables = [sink.table() for sink in sinks if isinstance(sink, TrackSummarySink)]
     if tables and not options.quiet:
         typer.echo("\n".join(tables), err=True)  # the summaries were asked for; otherwise one log line ends a run
     raise typer.Exit(int(summary.exit_code))
+
+
+def _check_writable(out: str) -> None:
+    """Refuse an output whose folder cannot be made or written, before the model loads."""
+    if out == "-":
+        return
+    folder = Path(out).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: cannot make its folder {folder}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot write {out}: the folder {folder} is not writable")
 
 
 def _is_folder(out: str) -> bool:
@@ -260,8 +288,7 @@ def _run_parts(ctx: typer.Context, options: AnalysisOptions, source: FrameSource
     if options.resume:
         raise UsageError("--resume does not apply to a folder of part files: write one file (--out FILE.csv) "
                          "to resume, or --overwrite to start again")
-    if folder.is_dir() and any(folder.iterdir()) and not options.overwrite:
-        raise UsageError(f"{folder} already holds files: pass --overwrite to replace them")
+    _clear_parts_folder(folder, source, overwrite=options.overwrite)
     model_path = resolve_model(options.model)
     _warn_detector_options(ctx, options.detector)
     class_names = model_class_names(model_path)
@@ -270,12 +297,39 @@ def _run_parts(ctx: typer.Context, options: AnalysisOptions, source: FrameSource
                          "--out FILE with --engine ray")
     noun = "frame(s)" if video else "input(s)"
     summary = write_parts(source.pending(), _ray_config(options, model_path, source), class_names, folder, fmt,
-                          video=video, overwrite=options.overwrite)
+                          video=video)
     log.info("%s; %d part file(s) in %s", summary.describe(noun), part_count(folder) if folder.is_dir() else 0,
              folder)
     if summary.interrupted:
         log.warning("interrupted: the part files written so far are in %s", folder)
     raise typer.Exit(int(summary.exit_code))
+
+
+PART_SUFFIXES = (".parquet", ".csv", ".json", ".jsonl")  # what Ray's part files are called
+
+
+def _clear_parts_folder(folder: Path, source: FrameSource, *, overwrite: bool) -> None:
+    """Make sure ``--out DIR/`` holds nothing but the part files of an earlier run (removed with --overwrite).
+
+    Ray's own overwrite mode empties the whole folder, subfolders included; fer-batch never asks for it, and
+    refuses a folder that holds anything else or any of the inputs, so no user file can be lost.
+    """
+    if not folder.is_dir():
+        return
+    root = folder.resolve()
+    inside = [item.source for item in source.items or () if item.path is not None
+              and root in item.path.resolve().parents]
+    if inside:
+        raise UsageError(f"--out {folder} holds inputs of this run ({inside[0]}...): choose another folder")
+    entries = [p for p in folder.iterdir() if not p.name.startswith((".", "_"))]
+    others = [p for p in entries if not (p.is_file() and p.suffix.lower() in PART_SUFFIXES)]
+    if others:
+        raise UsageError(f"--out {folder} holds other files ({others[0].name}...): a folder of part files must be "
+                         "empty or hold only an earlier run's parts")
+    if entries and not overwrite:
+        raise UsageError(f"{folder} already holds part files: pass --overwrite to replace them")
+    for part in entries:
+        part.unlink()
 
 
 def _replay(out: str, output_format: OutputFormat, class_names: tuple[str, ...], point: ResumePoint,
