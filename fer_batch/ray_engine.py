@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -121,10 +122,29 @@ def connect(address: str | None = None) -> None:
                                "log_to_driver": False}
     if address is None:
         options["num_cpus"] = usable_cpus()
+    else:
+        _check_reachable(address)  # ray.init() retries an address nobody answers on for ever
     try:
         ray.init(address=address, **options)
     except ConnectionError as exc:
         raise UsageError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
+
+
+CONNECT_TIMEOUT_S = 10.0  # seconds to reach a cluster's head before saying it cannot be reached
+
+
+def _check_reachable(address: str) -> None:
+    """Raise UsageError when nothing answers at ``HOST:PORT`` (``auto`` and ``ray://`` are left to Ray)."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address must be HOST:PORT (the head's GCS port, 6379 by default), not {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UsageError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} (is `ray start "
+                         "--head` running there, and the port open?)") from None
 
 
 # -- the stages, run in Ray's worker processes --------------------------------------------------------------
@@ -417,7 +437,7 @@ def _outcomes(dataset: ray.data.Dataset, items: Sequence[SourceItem],
     from fer_batch.frames import Analysed, SourceEnd  # noqa: PLC0415
 
     ended = 0  # inputs whose SourceEnd has been yielded
-    batches = dataset.iter_batches(batch_format="pyarrow", batch_size=None)
+    batches = iter(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
     while True:
         try:
             batch = next(batches, None)

@@ -183,3 +183,13 @@ def test_video_one_video_per_task_same_rows_and_tracks_as_local(cluster: str) ->
     _assert_same_rows(local, remote)
     assert [[f.track for f in r.faces] for r in remote] == [[f.track for f in r.faces] for r in local]
     assert remote[0].extra["duration_s"] == pytest.approx(local[0].extra["duration_s"])
+
+
+def test_cli_unreachable_cluster_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
+    from .streaming import closed_port
+
+    out = tmp_path / "rows.csv"
+    proc = _fer_batch("images", SAMPLE_MEDIA, "--engine", "ray", "--ray-address", f"127.0.0.1:{closed_port()}",
+                      "--model", MODEL, "--out", out)
+    assert proc.returncode == 2 and "cannot reach the Ray cluster" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
