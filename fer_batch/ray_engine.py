@@ -127,7 +127,11 @@ def connect(address: str | None = None) -> None:
     try:
         ray.init(address=address, **options)
     except ConnectionError as exc:
-        raise UsageError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
+        hint = ""
+        if address is not None and not os.environ.get("RAY_AUTH_MODE"):
+            hint = ("; if the cluster uses token authentication (what `ray start` turns on since Ray 2.59), set "
+                    "RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN off the head machine")
+        raise UsageError(f"cannot reach the Ray cluster at {address}: {exc}{hint}") from exc
 
 
 CONNECT_TIMEOUT_S = 10.0  # seconds to reach a cluster's head before saying it cannot be reached
