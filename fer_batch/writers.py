@@ -203,21 +203,9 @@ class CsvWriter(ResultWriter):
             self._csv.writeheader()
 
     def _write(self, result: FrameResult) -> None:
-        base: dict[str, Any] = {"source": result.source, "status": result.status.value, "error": result.error or ""}
-        if self.video:
-            base["frame"] = result.frame
-            base["time_s"] = "" if result.time_s is None else f"{result.time_s:.3f}"
-        if not result.faces:
-            self._csv.writerow(base)
-            return
-        for face in result.faces:
-            row = dict(base)
-            row.update({"face": face.face, "x": face.box.x, "y": face.box.y, "w": face.box.w, "h": face.box.h,
-                        "det_score": _round(face.det_score), "emotion": face.emotion,
-                        "confidence": _round(face.confidence)})
-            if self.video:
-                row["track"] = "" if face.track is None else face.track
-            row.update({name: _round(face.probabilities.get(name)) for name in self.class_names})
+        for row in face_rows(result, self.class_names, self.video):  # None is written as an empty cell
+            if row.get("time_s") is not None:
+                row["time_s"] = f"{result.time_s:.3f}"  # a fixed width of milliseconds, as always
             self._csv.writerow(row)
 
 
