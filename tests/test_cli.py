@@ -245,13 +245,19 @@ def test_train_options_are_train_config_fields_with_its_defaults() -> None:
 
 def _photo_folder(root: Path, count: int) -> Path:
     """``count`` photos (faces, no face, one broken file) in a folder, named in the order they are read."""
+    import cv2
+
     root.mkdir()
     sources = [SAMPLE_MEDIA / "two_people_composite.jpg", SAMPLE_MEDIA / "chelsea_cat.png",
                SAMPLE_MEDIA / "grace_hopper.jpg"]
+    small = []  # 400 px on the longer side: the faces stay findable, the run stays short
+    for source in sources:
+        image = cv2.imread(str(source))
+        scale = 400 / max(image.shape[:2])
+        small.append(cv2.imencode(source.suffix, cv2.resize(image, None, fx=scale, fy=scale))[1].tobytes())
     for i in range(count):
-        source = sources[i % len(sources)]
-        (root / f"p{i:03d}{source.suffix}").write_bytes(source.read_bytes())
-    (root / "p050-broken.jpg").write_bytes(sources[0].read_bytes()[:2000])  # cut off: an error row
+        (root / f"p{i:03d}{sources[i % 3].suffix}").write_bytes(small[i % 3])
+    (root / "p050-broken.jpg").write_bytes(small[0][:2000])  # cut off: an error row
     return root
 
 

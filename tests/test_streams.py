@@ -299,7 +299,7 @@ def test_cli_stream_rows_times_and_duration(tmp_path: Path) -> None:
 def test_cli_stream_rows_are_written_as_they_come(tmp_path: Path) -> None:
     """A reader tailing the output sees each row about a second after its frame arrived, not at the end."""
     out = tmp_path / "rows.jsonl"
-    with MjpegServer(Plan(frames=80, fps=10)) as server:
+    with MjpegServer(Plan(frames=50, fps=10)) as server:
         proc = subprocess.Popen([*fer_batch_command(), "video", server.url, "--model", "fast",
                                  "--detector", "haar", "--out", str(out), "--quiet"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -311,7 +311,7 @@ def test_cli_stream_rows_are_written_as_they_come(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert proc.returncode == 0, proc.stderr.read()  # type: ignore[union-attr]
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(records) >= 30
+    assert len(records) >= 18
     start = seen[0] - records[0]["time_s"]
     lags = [seen[n] - start - r["time_s"] for n, r in enumerate(records) if n in seen]
     assert len(lags) >= 0.8 * len(records) and sorted(lags)[len(lags) // 2] < 1.5, lags

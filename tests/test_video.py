@@ -584,7 +584,7 @@ def test_cli_a_killed_video_run_resumes_with_the_same_rows_and_summary(tmp_path:
     clips = tmp_path / "clips"
     clips.mkdir()
     for name in ("a", "b", "c"):
-        write_video(clips / f"{name}.mp4", 150, fps=25, draw=portrait, size=(320, 240))
+        write_video(clips / f"{name}.mp4", 100, fps=25, draw=portrait, size=(320, 240))
     args = ["video", str(clips), "--model", "fast", "--every", "2", "--quiet"]  # int8: no TensorFlow start-up
     full, out = tmp_path / "full.jsonl", tmp_path / "stopped.jsonl"
     assert fer_batch(*args, "--out", full, "--summary", tmp_path / "full.csv").returncode == 0
@@ -596,8 +596,8 @@ def test_cli_a_killed_video_run_resumes_with_the_same_rows_and_summary(tmp_path:
 
     def rows(path: Path) -> list[dict[str, str]]:
         return [{k: str(v) for k, v in flat_record(json.loads(line)).items()} for line in path.open()]
-    assert same_rows(rows(out), rows(full)) and len(rows(full)) == 3 * 75
-    assert sum("faces.0.track" in row for row in rows(full)) > 200  # the face is found and tracked
+    assert same_rows(rows(out), rows(full)) and len(rows(full)) == 3 * 50
+    assert sum("faces.0.track" in row for row in rows(full)) > 130  # the face is found and tracked
     # The summary covers every video, also the one finished before the run was killed.
     summary = list(csv.DictReader((tmp_path / "full.csv").open()))
     assert len(summary) >= 3 and same_rows(list(csv.DictReader((tmp_path / "stopped.csv").open())), summary)

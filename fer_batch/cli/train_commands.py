@@ -13,7 +13,15 @@ from fer_batch.cli.common import ModelOption, PrecisionOption, app, fail, given,
 from fer_batch.errors import ExitCode, FerBatchError
 from fer_batch.models import DEFAULT_MODEL, resolve_model
 from fer_batch.sources import IMAGE_SUFFIXES
-from fer_batch.training.options import DefaultPrecision, Optimizer, Recipe, Schedule, TrainConfig, config_from_json
+from fer_batch.training.options import (
+    DefaultPrecision,
+    Optimizer,
+    Recipe,
+    Schedule,
+    TrainConfig,
+    check_precision,
+    config_from_json,
+)
 
 
 @app.command(short_help="Train an expression classifier on a folder dataset.")
@@ -213,11 +221,12 @@ def quantize(
 ) -> None:
     """Add an int8 copy of a model's network (several times faster on a CPU) and measure what it costs."""
     setup_logging(False)
-    from fer_batch.training.quantize import quantize_model  # noqa: PLC0415
-
     try:
         model_path = resolve_model(model)  # before TensorFlow loads: a wrong name is reported at once
+        check_precision(precision, int8_only)  # and so is this mistake
         load_backend()
+        from fer_batch.training.quantize import quantize_model  # noqa: PLC0415 - imports Keras
+
         result = quantize_model(model_path, dataset, out, name=name, precision=precision,
                                 flip_average=flip_average, calibration_images=calibration_images, seed=seed,
                                 int8_only=int8_only)

@@ -115,3 +115,11 @@ class TrainConfig:
 def config_from_json(data: dict[str, Any]) -> TrainConfig:
     """Rebuild a :class:`TrainConfig` written by :meth:`TrainConfig.to_json` (by this or an earlier version)."""
     return TrainConfig(**data)
+
+
+def check_precision(precision: DefaultPrecision | str, int8_only: bool) -> DefaultPrecision:
+    """The precision a quantised file runs by default; UsageError for one an int8-only file cannot run."""
+    precision = parse_choice(DefaultPrecision, precision, "precision")
+    if int8_only and precision is not DefaultPrecision.INT8:
+        raise UsageError("an int8-only model file (--int8-only) runs at int8: it needs --precision int8")
+    return precision

@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from fer_batch.errors import DatasetError, UsageError
+from fer_batch.errors import DatasetError
 from fer_batch.model_file import PRECISIONS, ModelInfo, drop_float32, load_keras_model, save_model, write_int8
 from fer_batch.runtime import silenced_stderr
 from fer_batch.training.data import TRAIN_SPLIT, VALIDATION_SPLIT, ImageSet, load_image_folder
 from fer_batch.training.models import logits_model
-from fer_batch.training.options import DefaultPrecision, parse_choice
+from fer_batch.training.options import DefaultPrecision, check_precision
 
 DEFAULT_CALIBRATION_IMAGES = 500
 
@@ -93,9 +93,7 @@ def quantize_model(
     network was made and the network's parameter count. ``int8_only`` leaves
     the float32 network out of ``out`` (see :func:`fer_batch.model_file.drop_float32`).
     """
-    precision = parse_choice(DefaultPrecision, precision, "precision")
-    if int8_only and precision is not DefaultPrecision.INT8:
-        raise UsageError("an int8-only model file (--int8-only) runs at int8: it needs --precision int8")
+    precision = check_precision(precision, int8_only)
     source, dataset, out = Path(source), Path(dataset), Path(out)
     model, info = load_keras_model(source)
     train = load_image_folder(dataset / TRAIN_SPLIT, info.input_size, class_names=info.class_names)
