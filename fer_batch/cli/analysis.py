@@ -28,6 +28,7 @@ from fer_batch.cli.common import (
     load_backend,
     log,
     model_class_names,
+    runs_float32,
     setup_logging,
     show_progress,
 )
@@ -122,16 +123,13 @@ def _analyzer(model_path: Path, options: AnalysisOptions) -> Analyzer:
     The int8 networks run on LiteRT and YuNet on OpenCV, so a default run never imports TensorFlow; MTCNN and
     ``--precision float32`` (or a model without an int8 network) do.
     """
-    from fer_batch.model_file import read_info  # noqa: PLC0415
     from fer_batch.pipeline import Analyzer  # noqa: PLC0415
 
-    precision = options.precision
-    chosen = read_info(model_path).precision if precision is Precision.AUTO else precision.value
-    if options.detector is DetectorName.MTCNN or chosen != "int8":
+    if options.detector is DetectorName.MTCNN or runs_float32(model_path, options.precision):
         load_backend()
     return Analyzer(model_path, options.detector.value, min_face_size=options.min_face_size,
                     threshold=options.threshold, batch_size=options.batch_size, save_crops=options.save_crops,
-                    precision=precision.value, workers=options.workers)
+                    precision=options.precision.value, workers=options.workers)
 
 
 def _warn_detector_options(ctx: typer.Context, detector: DetectorName) -> None:

@@ -82,6 +82,14 @@ def given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
+def runs_float32(model_path: Path, precision: Precision) -> bool:
+    """Whether a model runs its float32 Keras network (TensorFlow) rather than its int8 one (LiteRT) here."""
+    from fer_batch.model_file import read_info  # noqa: PLC0415
+
+    chosen = read_info(model_path).precision if precision is Precision.AUTO else precision.value
+    return chosen != "int8"
+
+
 def model_class_names(model_path: Path) -> tuple[str, ...]:
     """The model's class names from its metadata alone (no TensorFlow): the output's columns."""
     from fer_batch.model_file import read_info  # noqa: PLC0415

@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 
 from fer_batch.classify import DEFAULT_BATCH_SIZE, Precision
-from fer_batch.cli.common import ModelOption, PrecisionOption, app, fail, given, load_backend, log, setup_logging
+from fer_batch.cli.common import (
+    ModelOption,
+    PrecisionOption,
+    app,
+    fail,
+    given,
+    load_backend,
+    log,
+    runs_float32,
+    setup_logging,
+)
 from fer_batch.errors import ExitCode, FerBatchError
 from fer_batch.models import DEFAULT_MODEL, resolve_model
 from fer_batch.sources import IMAGE_SUFFIXES
@@ -187,7 +197,8 @@ def evaluate(
 
     try:
         model_path = resolve_model(model)  # before TensorFlow loads: a wrong name is reported at once
-        load_backend()
+        if runs_float32(model_path, precision):  # an int8 network runs on LiteRT, without TensorFlow
+            load_backend()
         result = evaluate_folder(data, model_path, out, batch_size=batch_size, precision=precision.value)
     except FerBatchError as exc:
         raise fail(exc) from None
