@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 from collections import Counter, deque
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,22 +234,23 @@ class FrameSource:
 
     def _videos(self, items: Iterator[SourceItem]) -> Iterator[Event]:
         for item in items:
+            dropped = 0
             if item.error is not None:
                 yield _error(item.source, item.error)
-                yield SourceEnd(item.source)
             elif item.live is not None:
-                yield from self._live(item)
+                dropped = yield from self._live(item)
             else:
                 yield from self._video_file(item)
+            yield SourceEnd(item.source, dropped_frames=dropped)
 
     def _video_file(self, item: SourceItem) -> Iterator[Event]:
+        """A video file's frames, then an error record if it broke off (its SourceEnd: :meth:`_videos`)."""
         from fer_batch.video import VideoReader  # noqa: PLC0415 - video.py imports this module
 
         try:
             reader = VideoReader(item.path)  # type: ignore[arg-type] - an item without error has a path
         except InputError as exc:
             yield _error(item.source, str(exc))
-            yield SourceEnd(item.source)
             return
         with reader:
             info = reader.info
@@ -272,9 +273,9 @@ class FrameSource:
                 yield _error(item.source, f"decoding stopped at {reader.last_time_s:.1f} s of the {announced:.1f} s "
                                           "the file announces: truncated or corrupt (the rows before this one are "
                                           "valid)")
-        yield SourceEnd(item.source)
 
-    def _live(self, item: SourceItem) -> Iterator[Event]:
+    def _live(self, item: SourceItem) -> Generator[Event, None, int]:
+        """A live input's frames, then an error record if it stalled; returns the frames it dropped."""
         from fer_batch.streams import DEFAULT_STREAM_TIMEOUT_S, LiveReader  # noqa: PLC0415 - live inputs only
 
         options = self.live
@@ -284,8 +285,7 @@ class FrameSource:
             reader = LiveReader(item.live, timeout_s=timeout, reconnect=options.reconnect)
         except InputError as exc:
             yield _error(item.source, str(exc))
-            yield SourceEnd(item.source)
-            return
+            return 0
         with reader:
             info = reader.info
             stream = StreamInfo(info.width, info.height, info.nominal_fps, None, live=True)
@@ -298,7 +298,7 @@ class FrameSource:
                 dropped = reader.dropped_frames
                 if dropped:
                     log.warning("%s: %d sampled frame(s) dropped to keep up with real time", item.source, dropped)
-        yield SourceEnd(item.source, dropped_frames=dropped)
+        return dropped
 
 
 def _error(source: str, reason: str) -> FrameError:

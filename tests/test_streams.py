@@ -134,10 +134,12 @@ def test_mjpeg_over_http_sampled_in_real_time() -> None:
     times = [f.time_s for f in frames]
     assert times[0] == 0.0
     assert all(b > a for a, b in pairwise(times))
-    assert all(0.1 <= b - a <= 0.6 for a, b in pairwise(times))  # about 0.2 s apart: the clock, not 25 frames/s
+    # about 0.2 s apart: the clock (wide margin for a loaded machine); FFmpeg's invented 25 frames/s would end
+    # the 3 s stream at 1.2 s, which the bound on the last time rules out
+    assert all(0.1 <= b - a <= 1.0 for a, b in pairwise(times))
     assert 2.0 <= times[-1] <= 3.5
     for time_s, arrived in zip(times, arrivals):
-        assert abs((arrived - arrivals[0]) - time_s) < 1.0  # near real time
+        assert abs((arrived - arrivals[0]) - time_s) < 1.5  # near real time
     assert [f.index for f in frames] == sorted({f.index for f in frames})
     assert reader.decoded_frames >= 25 and reader.dropped_frames == 0 and reader.reconnects == 0
 
