@@ -3,11 +3,18 @@
     python benchmarks/images_benchmark.py                          # shipped model, sample_media
     python benchmarks/images_benchmark.py --model fast --folder ../shared/media/photos --detector haar
     python benchmarks/images_benchmark.py --model accurate --precision int8 --skip-pipeline
+    python benchmarks/images_benchmark.py --model fast --skip-pipeline --crops ../shared/data/fer2013/validation
+    python benchmarks/images_benchmark.py --model fast --skip-pipeline --emulate-avx2   # on an AVX-512 CPU
 
 Prints the CPU and the instruction-set flags int8 speed depends on (AVX2, AVX-512, VNNI), then:
 * classification: faces/s at the default batch size (256), median of several timed passes over
-  4,096 crops, after a warm-up pass; at int8, once per runtime that is installed (LiteRT, which
-  fer-batch uses, and TensorFlow's own TFLite interpreter);
+  4,096 crops (noise, or real face crops with ``--crops``, which also prints each runtime's agreement
+  with LiteRT), after a warm-up pass, once per runtime the machine can run the network on: LiteRT int8
+  (what fer-batch runs); where the model file carries its float32 network and TensorFlow is installed,
+  that network converted to float32, float16-weight and dynamic-range TFLite on LiteRT; TensorFlow's own
+  tf.lite, OpenVINO (reads the TFLite file) and ONNX Runtime (after tf2onnx) where they are installed;
+  ``--emulate-avx2`` limits LiteRT's XNNPACK to the kernels a CPU without AVX-512 gets
+  (see ``benchmarks/xnnpack_isa.py``);
 * detection: milliseconds per image for the detector alone over the folder (one thread);
 * end to end: images/s and faces/s for ``Analyzer.analyze_paths`` over the folder (decode,
   detect, crop, classify), after one warm-up pass.
@@ -19,11 +26,18 @@ processes. Machines are noisy: run it on an idle machine and read the figures as
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,47 +51,158 @@ from fer_batch.classify import (  # noqa: E402
     tflite_interpreter_class,
 )
 from fer_batch.detect import DEFAULT_DETECTOR, DetectorName, make_detector  # noqa: E402
-from fer_batch.model_file import read_info, read_int8  # noqa: E402
+from fer_batch.model_file import (  # noqa: E402
+    ModelInfo,
+    load_keras_model,
+    read_info,
+    read_int8,
+    stored_precisions,
+)
 from fer_batch.models import DEFAULT_MODEL, resolve_model  # noqa: E402
-from fer_batch.runtime import cpu_description, import_tensorflow_quietly  # noqa: E402
+from fer_batch.runtime import (  # noqa: E402
+    cpu_description,
+    import_tensorflow_quietly,
+    silenced_stderr,
+    usable_cpus,
+)
 from fer_batch.sources import iter_sources, read_image  # noqa: E402
 
 
-def int8_runtimes() -> dict[str, object]:
-    """Interpreter classes by name: LiteRT's (what fer-batch runs) and TensorFlow's, where installed."""
-    found: dict[str, object] = {}
-    try:
-        from ai_edge_litert import __version__ as litert_version  # noqa: PLC0415
+class OpenVinoRunner:
+    """The same int8 TFLite network compiled by OpenVINO's CPU plugin (it reads TFLite files directly)."""
 
-        found[f"LiteRT {litert_version}"] = tflite_interpreter_class()
-    except ImportError:
-        pass
-    try:
-        tf = import_tensorflow_quietly()
-        found[f"TensorFlow {tf.__version__} tf.lite"] = tf.lite.Interpreter
-    except ImportError:
-        pass
-    return found
+    precision = "int8"
+
+    def __init__(self, tflite_model: bytes, info: ModelInfo, threads: int) -> None:
+        import openvino as ov  # noqa: PLC0415
+
+        with tempfile.NamedTemporaryFile(suffix=".tflite") as fh:
+            fh.write(tflite_model)
+            fh.flush()
+            self._model = ov.Core().read_model(fh.name)
+        self._core, self._threads, self._batch, self._logits = ov.Core(), threads, -1, info.int8_output == "logits"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[0] != self._batch:
+            self._model.reshape(list(x.shape))
+            compiled = self._core.compile_model(self._model, "CPU", {"INFERENCE_NUM_THREADS": self._threads})
+            self._request, self._batch = compiled.create_infer_request(), x.shape[0]
+        out = np.asarray(self._request.infer({0: x})[0], dtype=np.float32)
+        return softmax(out) if self._logits else out
 
 
-def classification_throughput(model: str, batch_size: int, faces: int, repeats: int,
-                              precision: str = "auto", interpreter: object | None = None) -> tuple[float, str]:
-    if interpreter is not None:  # the int8 network on a given interpreter
-        path = resolve_model(model)
-        info = read_info(path)
-        clf = EmotionClassifier(Int8Runner(read_int8(path) or b"", info, interpreter=interpreter), info,
-                                batch_size=batch_size)
+class OnnxRuntimeRunner:
+    """The same int8 TFLite network converted by tf2onnx and run by ONNX Runtime's CPU provider."""
+
+    precision = "int8"
+
+    def __init__(self, tflite_model: bytes, info: ModelInfo, threads: int) -> None:
+        import onnxruntime as ort  # noqa: PLC0415
+        import tf2onnx  # noqa: PLC0415
+
+        with tempfile.NamedTemporaryFile(suffix=".tflite") as fh, silenced_stderr():
+            fh.write(tflite_model)
+            fh.flush()
+            proto, _ = tf2onnx.convert.from_tflite(fh.name, opset=17)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self._session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self._input, self._logits = self._session.get_inputs()[0].name, info.int8_output == "logits"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = np.asarray(self._session.run(None, {self._input: x})[0], dtype=np.float32)
+        return softmax(out) if self._logits else out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def float_tflite_variants(path: Path) -> dict[str, bytes]:
+    """The model file's float32 Keras network as TFLite: float32, float16 weights, dynamic-range int8 weights."""
+    tf = import_tensorflow_quietly()
+    model, info = load_keras_model(path)
+    height, width = info.input_size
+    spec = tf.TensorSpec((None, height, width, info.channels), tf.float32)
+    variants: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="fer-batch-bench-") as tmp, silenced_stderr():
+        model.export(f"{tmp}/saved", format="tf_saved_model", input_signature=[spec], verbose=False)
+        for name in ("float32", "float16 weights", "dynamic-range int8 weights"):
+            converter = tf.lite.TFLiteConverter.from_saved_model(f"{tmp}/saved")
+            if name != "float32":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if name == "float16 weights":
+                converter.target_spec.supported_types = [tf.float16]
+            variants[name] = bytes(converter.convert())
+    return variants
+
+
+def runtimes(model: str, precision: str, emulated: bool, threads: int) -> Iterator[tuple[str, Callable[[], Any]]]:
+    """(label, runner factory) for every runtime this machine can run the model on; LiteRT int8 first.
+
+    Runtimes that are not installed are left out, with a line saying so. Under ``--emulate-avx2`` only LiteRT
+    runs (the limit applies to LiteRT's own XNNPACK, not to the copies inside TensorFlow, OpenVINO or ONNX Runtime).
+    """
+    path = resolve_model(model)
+    info = read_info(path)
+    if precision == "float32" or (precision == "auto" and info.precision == "float32"):
+        yield "Keras float32 (TensorFlow)", lambda: EmotionClassifier.load(path, precision="float32").runner
+        return
+    tflite_model = read_int8(path) or b""
+    litert = tflite_interpreter_class()
+    yield "LiteRT int8", lambda: Int8Runner(tflite_model, info, threads=threads, interpreter=litert)
+    probabilities = replace(info, int8_output="probabilities")  # the float variants keep the Keras softmax
+    if "float32" in stored_precisions(path):
+        try:
+            variants = float_tflite_variants(path)
+        except ImportError:
+            print("  (float TFLite variants skipped: converting the Keras network needs TensorFlow)")
+        else:
+            for name, data in variants.items():
+                yield f"LiteRT {name}", partial(Int8Runner, data, probabilities, threads=threads, interpreter=litert)
     else:
-        clf = EmotionClassifier.load(resolve_model(model), batch_size=batch_size, precision=precision)
-    h, w = clf.input_size
-    crops = np.random.default_rng(0).integers(0, 256, (faces, h, w, clf.info.channels), dtype=np.uint8)
+        print(f"  (float TFLite variants skipped: {path.name} holds its int8 network only)")
+    if emulated:
+        print("  (TensorFlow tf.lite, OpenVINO and ONNX Runtime skipped: the AVX2 limit applies to LiteRT only)")
+        return
+    optional: list[tuple[str, str, Callable[[], Any]]] = [
+        ("tensorflow", "TensorFlow tf.lite int8",
+         lambda: Int8Runner(tflite_model, info, threads=threads, interpreter=import_tensorflow_quietly().lite.Interpreter)),
+        ("openvino", "OpenVINO int8", lambda: OpenVinoRunner(tflite_model, info, threads)),
+        ("onnxruntime", "ONNX Runtime int8 (tf2onnx)", lambda: OnnxRuntimeRunner(tflite_model, info, threads)),
+    ]
+    for module, label, factory in optional:
+        if importlib.util.find_spec(module) is None:
+            print(f"  ({label} skipped: {module} is not installed)")
+        else:
+            yield label, factory
+
+
+def classification_throughput(runner: Any, info: ModelInfo, crops: np.ndarray, batch_size: int,
+                              repeats: int) -> tuple[float, np.ndarray]:
+    """Median faces/s over ``repeats`` passes over ``crops`` (after a warm-up pass), and the classes predicted."""
+    clf = EmotionClassifier(runner, info, batch_size=batch_size)
     clf.predict_proba(crops[: batch_size * 2])  # warm-up: tensor allocation, graph tracing, kernel selection
-    rates = []
+    rates, classes = [], np.empty(0)
     for _ in range(repeats):
         began = time.perf_counter()
-        clf.predict_proba(crops)
-        rates.append(faces / (time.perf_counter() - began))
-    return statistics.median(rates), f"{clf.info.name} ({clf.precision})"
+        classes = clf.predict_proba(crops).argmax(axis=1)
+        rates.append(len(crops) / (time.perf_counter() - began))
+    return statistics.median(rates), classes
+
+
+def benchmark_crops(info: ModelInfo, faces: int, folder: Path | None) -> np.ndarray:
+    """``faces`` crops: face images from ``folder`` (searched recursively, repeated as needed), else noise."""
+    height, width = info.input_size
+    if folder is None:
+        return np.random.default_rng(0).integers(0, 256, (faces, height, width, info.channels), dtype=np.uint8)
+    flag = cv2.IMREAD_GRAYSCALE if info.channels == 1 else cv2.IMREAD_COLOR
+    images = [cv2.resize(cv2.imread(str(p), flag), (width, height)) for p in sorted(folder.rglob("*.png"))[:faces]]
+    if not images:
+        raise SystemExit(f"no .png face crops under {folder}")
+    crops = np.stack(images).reshape(len(images), height, width, info.channels)
+    return np.resize(crops, (faces, *crops.shape[1:]))
 
 
 def detection_ms(folder: Path, detector: str) -> tuple[float, int, int]:
@@ -110,20 +235,36 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
     parser.add_argument("--faces", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--crops", type=Path, help="classify these face crops (.png, e.g. FER2013's validation/) "
+                                                  "instead of noise, and report each runtime's agreement")
+    parser.add_argument("--emulate-avx2", action="store_true",
+                        help="limit LiteRT's XNNPACK to its AVX2 kernels (on an AVX-512 CPU: as a CPU without it)")
     parser.add_argument("--folder", type=Path, default=REPO / "sample_media")
     parser.add_argument("--detector", default=DEFAULT_DETECTOR.value, choices=[d.value for d in DetectorName])
     parser.add_argument("--skip-pipeline", action="store_true")
     args = parser.parse_args()
 
     print(f"cpu: {cpu_description()}")
-    int8 = args.precision == "int8" or (args.precision == "auto"
-                                        and read_info(resolve_model(args.model)).precision == "int8")
-    runtimes = int8_runtimes() if int8 else {"Keras (float32)": None}
-    for runtime, interpreter in runtimes.items():
-        rate, name = classification_throughput(args.model, args.batch_size, args.faces, args.repeats,
-                                               args.precision, interpreter)
-        print(f"classification: model {name} on {runtime}: {rate:,.0f} faces/s (batch size {args.batch_size}, "
-              f"{args.faces} crops, median of {args.repeats})")
+    if args.emulate_avx2:
+        from xnnpack_isa import limit_to_avx2  # noqa: PLC0415 - beside this script
+
+        print(f"emulating a CPU without AVX-512: {limit_to_avx2()}")
+    info = read_info(resolve_model(args.model))
+    crops = benchmark_crops(info, args.faces, args.crops)
+    threads = usable_cpus()
+    reference: np.ndarray | None = None
+    for label, factory in runtimes(args.model, args.precision, args.emulate_avx2, threads):
+        try:
+            runner = factory()
+        except Exception as exc:  # noqa: BLE001 - an optional runtime that cannot load this network
+            print(f"  ({label} skipped: {type(exc).__name__}: {exc})")
+            continue
+        rate, classes = classification_throughput(runner, info, crops, args.batch_size, args.repeats)
+        reference = classes if reference is None else reference
+        agreement = f", same class as LiteRT int8 on {np.mean(classes == reference):.1%}" if args.crops else ""
+        print(f"classification: model {info.name} on {label}: {rate:,.0f} faces/s (batch size {args.batch_size}, "
+              f"{threads} threads, {len(crops)} {'face crops' if args.crops else 'noise crops'}, "
+              f"median of {args.repeats}{agreement})")
     if not args.skip_pipeline:
         ms, n, faces = detection_ms(args.folder, args.detector)
         print(f"detection alone ({args.detector}, one thread): {ms:.1f} ms per image ({n} images, {faces} faces)")
