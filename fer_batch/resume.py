@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fer_batch.errors import UsageError
 from fer_batch.records import Box, FaceResult, FrameResult, Status
-from fer_batch.writers import OutputFormat, csv_columns
+from fer_batch.writers import OutputFormat, csv_columns, face_from_dict
 
 if TYPE_CHECKING:
     from fer_batch.frames import FrameSource
@@ -255,12 +255,7 @@ def _record_from_dict(data: Any, class_names: tuple[str, ...], video: bool, name
         record = FrameResult(
             source=str(data["source"]), status=Status(data["status"]), error=data["error"],
             width=data["width"], height=data["height"], frame=data.get("frame"), time_s=data.get("time_s"),
-            faces=tuple(FaceResult(
-                face=int(f["face"]), box=Box(int(f["box"]["x"]), int(f["box"]["y"]), int(f["box"]["w"]),
-                                             int(f["box"]["h"])),
-                det_score=_number(f["det_score"]), emotion=str(f["emotion"]), confidence=_number(f["confidence"]),
-                probabilities={str(k): _number(v) for k, v in f["probabilities"].items()},
-                track=f.get("track")) for f in data["faces"]))
+            faces=tuple(face_from_dict(f) for f in data["faces"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UsageError(f"{name} is not a fer-batch output: the record at byte {start} lacks or mangles "
                          f"{exc}") from None
@@ -273,10 +268,6 @@ def _record_from_dict(data: Any, class_names: tuple[str, ...], video: bool, name
             raise UsageError(f"{name} was written with other classes ({', '.join(face.probabilities)}), by another "
                              "model; cannot resume it")
     return record
-
-
-def _number(value: Any) -> float:
-    return math.nan if value is None else float(value)
 
 
 # --- CSV: one row per face, records of several rows -------------------------------------------------------

@@ -187,7 +187,7 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
         if on_ray:
             from fer_batch.ray_engine import ray_outcomes  # noqa: PLC0415
 
-            events = ray_outcomes(source.pending(), _ray_config(options, model_path, source), class_names,
+            events = ray_outcomes(source.pending(), _ray_config(options, model_path, source),
                                   video=video)  # connects to the cluster and plans the job here
         if video and (analysis is not None or on_ray):
             log.info("sampling: %s", source.sampling.describe())
