@@ -40,6 +40,15 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK = 16  # photos decoded and detected per step; bounds memory whatever the folder size
 
 
+def classified_face(index: int, detection: Detection, probabilities: np.ndarray,
+                    class_names: Sequence[str]) -> FaceResult:
+    """Face ``index`` of its image: the detection and the classifier's probabilities (in ``class_names`` order)."""
+    top = int(np.argmax(probabilities))
+    return FaceResult(face=index, box=detection.box, det_score=detection.score, emotion=class_names[top],
+                      confidence=float(probabilities[top]),
+                      probabilities={n: float(v) for n, v in zip(class_names, probabilities)})
+
+
 class Chunking(Protocol):
     """Splits a stream of events into the chunks that are detected and classified together."""
 
@@ -224,9 +233,7 @@ class Analyzer:
         probs = self.classifier.predict_proba(np.stack(crops))
         names_ = self.class_names
         for (i, det), p, crop in zip(owners, probs, crops):
-            top = int(np.argmax(p))
-            face = FaceResult(face=len(results[i]), box=det.box, det_score=det.score, emotion=names_[top],
-                              confidence=float(p[top]), probabilities={n: float(v) for n, v in zip(names_, p)})
+            face = classified_face(len(results[i]), det, p, names_)
             results[i].append(face)
             if self.save_crops is not None:
                 name = _frame_name(names[i] if names else f"image{i}", face.face, frames[i] if frames else None)

@@ -8,7 +8,8 @@ in ``index``):
 2. **detect** (a pool of :class:`_Detect` actors): decoding, YuNet (or the
    chosen detector), and the face crops the model takes;
 3. **classify** (a pool of :class:`_Classify` actors): all crops of a batch
-   through the classifier in one call; one record per input, its faces as JSON.
+   through the classifier in one call; one record per input, its faces as JSON (the JSON writers' face
+   objects, every digit kept: :func:`fer_batch.writers.face_to_dict`).
 
 Video runs one video per task: a pool of :class:`_Videos` actors, each
 running the local :class:`~fer_batch.video.VideoAnalyzer` over its video and
@@ -39,14 +40,14 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fer_batch.errors import ExitCode, FerBatchError, InputError, UsageError
-from fer_batch.records import Box, FaceResult, FrameResult, Status
+from fer_batch.records import Box, Detection, FaceResult, FrameResult, Status
 from fer_batch.sources import SourceItem
 
 if TYPE_CHECKING:
@@ -239,14 +240,20 @@ class _Detect:
                          "crops": pa.array(crops, pa.binary())})
 
 
-def _face_dicts(boxes: list[list[float]], probs: np.ndarray, class_names: Sequence[str]) -> list[dict[str, Any]]:
-    faces = []
-    for n, (box, p) in enumerate(zip(boxes, probs)):
-        top = int(p.argmax())
-        faces.append({"face": n, "box": [int(v) for v in box[:4]], "det_score": box[4],
-                      "emotion": class_names[top], "confidence": float(p[top]),
-                      "probabilities": [float(v) for v in p]})
-    return faces
+def _faces_json(faces: Iterable[FaceResult]) -> str:
+    """A record's faces as they go between the stages and to the driver: the JSON writers' face objects, with
+    every digit (the outputs round them when they are written, as a local run's); :func:`to_result` reads them."""
+    from fer_batch.writers import face_to_dict  # noqa: PLC0415 - in a Ray worker
+
+    return json.dumps([face_to_dict(face, decimals=None) for face in faces])
+
+
+def _classified(boxes: list[list[float]], probs: np.ndarray, class_names: Sequence[str]) -> list[FaceResult]:
+    """The faces of one photo: its detections (``[x, y, w, h, score]``) with their probabilities."""
+    from fer_batch.pipeline import classified_face  # noqa: PLC0415 - in a Ray worker
+
+    return [classified_face(n, Detection(Box(*(int(v) for v in box[:4])), box[4]), p, class_names)
+            for n, (box, p) in enumerate(zip(boxes, probs))]
 
 
 class _Classify:
@@ -273,18 +280,18 @@ class _Classify:
         boxes = [json.loads(b) for b in _column(table, "boxes")]
         crops = [np.frombuffer(c, dtype=np.uint8) for c in _column(table, "crops")]
         names = self.classifier.class_names
-        faces: list[list[dict[str, Any]]] = [[] for _ in boxes]
+        faces: list[list[FaceResult]] = [[] for _ in boxes]
         with_faces = [i for i, b in enumerate(boxes) if b and errors[i] is None]
         try:
             probs = self._probabilities([crops[i] for i in with_faces]) if with_faces else None
             start = 0
             for i in with_faces:
-                faces[i] = _face_dicts(boxes[i], probs[start:start + len(boxes[i])], names)  # type: ignore[index]
+                faces[i] = _classified(boxes[i], probs[start:start + len(boxes[i])], names)  # type: ignore[index]
                 start += len(boxes[i])
         except Exception:  # noqa: BLE001 - find the photo that causes it; the others go on
             for i in with_faces:
                 try:
-                    faces[i] = _face_dicts(boxes[i], self._probabilities([crops[i]]), names)
+                    faces[i] = _classified(boxes[i], self._probabilities([crops[i]]), names)
                 except Exception as exc:  # noqa: BLE001 - this photo only
                     errors[i] = f"classification failed: {type(exc).__name__}: {exc}"
         statuses = [Status.ERROR.value if e is not None else Status.OK.value if f else Status.NO_FACE.value
@@ -292,7 +299,7 @@ class _Classify:
         return pa.table({"index": table.column("index"), "source": table.column("source"),
                          "status": pa.array(statuses, pa.string()), "error": pa.array(errors, pa.string()),
                          "width": table.column("width"), "height": table.column("height"),
-                         "faces": pa.array([json.dumps(f) for f in faces], pa.string())})
+                         "faces": pa.array([_faces_json(f) for f in faces], pa.string())})
 
 
 class _Videos:
@@ -316,14 +323,13 @@ class _Videos:
 
         from fer_batch.frames import Analysed, FrameSource  # noqa: PLC0415
 
-        names = self.videos.class_names
         rows: list[dict[str, Any]] = []
         for index, source, path, error in zip(*(_column(table, name) for name, _ in _INPUT_FIELDS)):
             item = SourceItem(source, Path(path) if path is not None else None, error)
             frames = FrameSource.of_items([item], video=True, sampling=self.videos.sampling, workers=self.threads)
             for outcome in self.videos.analyze_frames(frames):
                 if isinstance(outcome, Analysed):
-                    rows.append(_video_row(index, outcome.result, names))
+                    rows.append(_video_row(index, outcome.result))
         return pa.Table.from_pylist(rows, schema=_video_schema())
 
 
@@ -336,25 +342,21 @@ def _video_schema() -> pa.Schema:
                       ("faces", pa.string())])
 
 
-def _video_row(index: int, result: FrameResult, class_names: Sequence[str]) -> dict[str, Any]:
-    faces = [{"face": f.face, "box": [f.box.x, f.box.y, f.box.w, f.box.h], "det_score": float(f.det_score),
-              "emotion": f.emotion, "confidence": f.confidence, "track": f.track,
-              "probabilities": [f.probabilities[n] for n in class_names]} for f in result.faces]
+def _video_row(index: int, result: FrameResult) -> dict[str, Any]:
     duration = result.extra.get("duration_s")
     return {"index": index, "source": result.source, "status": result.status.value, "error": result.error,
             "width": result.width, "height": result.height, "frame": result.frame, "time_s": result.time_s,
-            "duration_s": float(duration) if isinstance(duration, int | float) else None, "faces": json.dumps(faces)}
+            "duration_s": float(duration) if isinstance(duration, int | float) else None,
+            "faces": _faces_json(result.faces)}
 
 
 # -- the driver ---------------------------------------------------------------------------------------------
 
-def to_result(row: dict[str, Any], class_names: Sequence[str]) -> FrameResult:
+def to_result(row: dict[str, Any]) -> FrameResult:
     """A record of the Ray job (one row of :func:`records`) as the :class:`FrameResult` a local run yields."""
-    faces = tuple(
-        FaceResult(face=f["face"], box=Box(*f["box"]), det_score=f["det_score"], emotion=f["emotion"],
-                   confidence=f["confidence"], probabilities=dict(zip(class_names, f["probabilities"])),
-                   track=f.get("track"))
-        for f in json.loads(row["faces"]))
+    from fer_batch.writers import face_from_dict  # noqa: PLC0415 - also in a Ray worker (write_parts)
+
+    faces = tuple(face_from_dict(f) for f in json.loads(row["faces"]))
     extra = {"duration_s": row["duration_s"]} if row.get("duration_s") is not None else {}
     return FrameResult(source=row["source"], status=Status(row["status"]), faces=faces, error=row["error"],
                        width=row["width"], height=row["height"], frame=row.get("frame"), time_s=row.get("time_s"),
@@ -376,9 +378,10 @@ def records(items: Sequence[SourceItem], config: RayConfig, *, video: bool = Fal
     """The Ray dataset of the job's records, in input order: one row per photo, or per sampled video frame.
 
     Columns: ``index`` (the input's place in ``items``), ``source``, ``status``, ``error``, ``width``,
-    ``height``, ``faces`` (JSON: a list of ``{face, box: [x, y, w, h], det_score, emotion, confidence,
-    probabilities: [one per class, in the model's order]}``); video adds ``frame``, ``time_s`` and
-    ``duration_s``, and a ``track`` on each face. Connect first (:func:`connect`).
+    ``height``, ``faces`` (JSON: a list of the JSON writers' face objects, ``{face, box: {x, y, w, h},
+    det_score, emotion, confidence, probabilities: {class: probability}}``, unrounded; see
+    :func:`fer_batch.writers.face_to_dict`); video adds ``frame``, ``time_s`` and ``duration_s``, and a
+    ``track`` on each face. Connect first (:func:`connect`).
     """
     import pyarrow as pa  # noqa: PLC0415 - the optional ray extra
     import ray.data  # noqa: PLC0415
@@ -422,10 +425,10 @@ class RayJobError(FerBatchError):
     exit_code = ExitCode.INPUT_ERRORS
 
 
-def ray_outcomes(items: Sequence[SourceItem], config: RayConfig, class_names: Sequence[str], *,
-                 video: bool = False) -> Iterator[Outcome]:
+def ray_outcomes(items: Sequence[SourceItem], config: RayConfig, *, video: bool = False) -> Iterator[Outcome]:
     """Run the job on Ray; yield each record (:class:`Analysed`) and each input's end (:class:`SourceEnd`), in
     input order, as a local analysis does: ``run(ray_outcomes(...), None, sinks)`` writes the same outputs.
+    The records' probabilities are keyed by the class names of the workers' model (``config.model``).
 
     Connects to the cluster and plans the job at once (a cluster that cannot be reached, or inputs Ray cannot
     run, raise :class:`UsageError` here, before any output is opened); the job runs as the outcomes are taken.
@@ -433,11 +436,10 @@ def ray_outcomes(items: Sequence[SourceItem], config: RayConfig, class_names: Se
     """
     connect(config.address)
     dataset = records(items, config, video=video)
-    return _outcomes(dataset, items, class_names)
+    return _outcomes(dataset, items)
 
 
-def _outcomes(dataset: ray.data.Dataset, items: Sequence[SourceItem],
-              class_names: Sequence[str]) -> Iterator[Outcome]:
+def _outcomes(dataset: ray.data.Dataset, items: Sequence[SourceItem]) -> Iterator[Outcome]:
     from fer_batch.frames import Analysed, SourceEnd  # noqa: PLC0415
 
     ended = 0  # inputs whose SourceEnd has been yielded
@@ -454,7 +456,7 @@ def _outcomes(dataset: ray.data.Dataset, items: Sequence[SourceItem],
             while ended < row["index"]:  # the inputs before this row are finished
                 yield SourceEnd(items[ended].source)
                 ended += 1
-            result = to_result(row, class_names)
+            result = to_result(row)
             if result.status is Status.ERROR:
                 where = f" (frame {result.frame})" if result.frame is not None else ""
                 log.warning("%s%s: %s", result.source, where, result.error)
@@ -470,7 +472,7 @@ def _face_rows(table: pa.Table, class_names: Sequence[str], video: bool) -> pa.T
 
     from fer_batch.writers import face_rows, parquet_schema  # noqa: PLC0415
 
-    rows = [r for row in table.to_pylist() for r in face_rows(to_result(row, class_names), class_names, video)]
+    rows = [r for row in table.to_pylist() for r in face_rows(to_result(row), class_names, video)]
     return pa.Table.from_pylist(rows, schema=parquet_schema(class_names, video))
 
 

@@ -6,6 +6,10 @@ so every source in the file but the last is complete. :func:`resume_output` keep
 right after them (the last source, perhaps cut off, is redone), and returns them as a :class:`ResumePoint`;
 the caller opens the file in append mode, gets a writer with ``append=point.append`` and skips the sources in
 ``point.done``. The finished file then holds the same bytes as the output of a run that was never stopped.
+:func:`resume_run` does all of that for :func:`fer_batch.run.run`, as ``--resume`` does::
+
+    point = resume_run("rows.jsonl", "jsonl", names, source, [summary], video=True)
+    run(source, videos, [RecordSink.to_path("rows.jsonl", names, video=True, append=point.append), summary])
 
 Files are read line by line, so an output of millions of rows costs only the set of its sources' names.
 """
@@ -21,11 +25,15 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fer_batch.errors import UsageError
 from fer_batch.records import Box, FaceResult, FrameResult, Status
-from fer_batch.writers import OutputFormat, csv_columns
+from fer_batch.writers import OutputFormat, csv_columns, face_from_dict
+
+if TYPE_CHECKING:
+    from fer_batch.frames import FrameSource
+    from fer_batch.sinks import Sink
 
 OBJECT_START = b'{"source": '  # how every JSON object the writers write begins (frame_to_dict's first key)
 
@@ -97,6 +105,42 @@ def resume_output(path: str | Path, fmt: str | OutputFormat, class_names: Sequen
             source, count, end = entry.record.source, count + 1, entry.end
     os.truncate(path, size)  # the last source, perhaps incomplete, goes: it will be redone
     return ResumePoint(frozenset(done), kept, sources, size, dict(done))
+
+
+def resume_run(path: str | Path, fmt: str | OutputFormat, class_names: Sequence[str], source: FrameSource,
+               sinks: Sequence[Sink] = (), *, video: bool = False) -> ResumePoint:
+    """Prepare a run that finishes the output at ``path``: what ``--resume`` does before :func:`fer_batch.run.run`.
+
+    Cuts the output after its last complete source (:func:`resume_output`), makes ``source`` skip the sources
+    it holds, and gives the sinks that summarise whole inputs (those with :attr:`~fer_batch.sinks.Sink.replay`,
+    as :class:`~fer_batch.sinks.TrackSummarySink`) the records kept, so their summaries cover every input. The
+    caller then opens the rows with ``append=point.append``
+    (:meth:`RecordSink.to_path <fer_batch.sinks.RecordSink.to_path>`) and runs ``source`` with the same sinks.
+    Raises :class:`UsageError` for an output of another format, model or command, as :func:`resume_output`.
+    """
+    point = resume_output(path, fmt, class_names, video=video)
+    source.skip = point.counts
+    replayed = [sink for sink in sinks if sink.replay]
+    if replayed and point.kept:
+        _replay(read_records(path, fmt, class_names, video=video), replayed)
+    return point
+
+
+def _replay(records: Iterator[FrameResult], sinks: Sequence[Sink]) -> None:
+    """Each record to the sinks, with the end of each source after its last record, as a run gives them."""
+    from fer_batch.frames import SourceEnd  # noqa: PLC0415 - frames loads NumPy and OpenCV: only a replay needs them
+
+    current: str | None = None
+    for record in records:
+        if current is not None and record.source != current:
+            for sink in sinks:
+                sink.end_source(SourceEnd(current))
+        current = record.source
+        for sink in sinks:
+            sink.receive(record, None)
+    if current is not None:
+        for sink in sinks:
+            sink.end_source(SourceEnd(current))
 
 
 def read_records(path: str | Path, fmt: str | OutputFormat, class_names: Sequence[str], *,
@@ -211,12 +255,7 @@ def _record_from_dict(data: Any, class_names: tuple[str, ...], video: bool, name
         record = FrameResult(
             source=str(data["source"]), status=Status(data["status"]), error=data["error"],
             width=data["width"], height=data["height"], frame=data.get("frame"), time_s=data.get("time_s"),
-            faces=tuple(FaceResult(
-                face=int(f["face"]), box=Box(int(f["box"]["x"]), int(f["box"]["y"]), int(f["box"]["w"]),
-                                             int(f["box"]["h"])),
-                det_score=_number(f["det_score"]), emotion=str(f["emotion"]), confidence=_number(f["confidence"]),
-                probabilities={str(k): _number(v) for k, v in f["probabilities"].items()},
-                track=f.get("track")) for f in data["faces"]))
+            faces=tuple(face_from_dict(f) for f in data["faces"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UsageError(f"{name} is not a fer-batch output: the record at byte {start} lacks or mangles "
                          f"{exc}") from None
@@ -229,10 +268,6 @@ def _record_from_dict(data: Any, class_names: tuple[str, ...], video: bool, name
             raise UsageError(f"{name} was written with other classes ({', '.join(face.probabilities)}), by another "
                              "model; cannot resume it")
     return record
-
-
-def _number(value: Any) -> float:
-    return math.nan if value is None else float(value)
 
 
 # --- CSV: one row per face, records of several rows -------------------------------------------------------

@@ -39,6 +39,9 @@ class Sink:
     """Receives a run's outcomes in order; :meth:`close` is called once at the end, also after Ctrl-C."""
 
     failures: int = 0  # outputs this sink could not write
+    # Whether a resumed run first gives it the records its output already holds (fer_batch.resume.resume_run):
+    # for sinks that summarise whole inputs, not for those that wrote their outputs as each input ended.
+    replay: bool = False
 
     def receive(self, result: FrameResult, frame: Frame | None) -> None:
         """One record (a photo, a sampled video frame, or an error), with its frame when it was read."""
@@ -237,7 +240,12 @@ class ChartSink(_PerVideoTracks):
 
 
 class TrackSummarySink(_PerVideoTracks):
-    """Per-track summaries of every video, written to ``path`` (.csv or .json) when the run ends."""
+    """Per-track summaries of every video, written to ``path`` (.csv or .json) when the run ends.
+
+    A resumed run replays the rows already in its output into it, so the summary covers every video.
+    """
+
+    replay = True
 
     def __init__(self, path: Path, class_names: Sequence[str]) -> None:
         check_summary_path(path)

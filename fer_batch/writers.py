@@ -14,13 +14,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Self, TextIO
 
 from fer_batch.errors import UsageError
-from fer_batch.records import FaceResult, FrameResult
+from fer_batch.records import Box, FaceResult, FrameResult
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -69,24 +69,47 @@ def check_format(path: str | Path | None, fmt: OutputFormat) -> None:
         raise UsageError(f"Parquet output needs pyarrow: {PARQUET_INSTALL}") from None
 
 
-def _round(value: float | None) -> float | None:
+def _round(value: float | None, decimals: int | None = PROB_DECIMALS) -> float | None:
+    """A score for the outputs: None for a missing one (NaN), rounded to ``decimals`` (None: every digit)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    return round(float(value), PROB_DECIMALS)
+    return float(value) if decimals is None else round(float(value), decimals)
 
 
-def face_to_dict(face: FaceResult) -> dict[str, Any]:
+def face_to_dict(face: FaceResult, decimals: int | None = PROB_DECIMALS) -> dict[str, Any]:
+    """The JSON object of one face, as the JSON writers write it (scores rounded to ``decimals``).
+
+    ``decimals=None`` keeps every digit: the Ray engine passes faces between its stages in this layout, and
+    its outputs are rounded only where a local run's are, when they are written. :func:`face_from_dict` reads
+    it back.
+    """
     data: dict[str, Any] = {
         "face": face.face,
         "box": {"x": face.box.x, "y": face.box.y, "w": face.box.w, "h": face.box.h},
-        "det_score": _round(face.det_score),
+        "det_score": _round(face.det_score, decimals),
         "emotion": face.emotion,
-        "confidence": _round(face.confidence),
-        "probabilities": {k: _round(v) for k, v in face.probabilities.items()},
+        "confidence": _round(face.confidence, decimals),
+        "probabilities": {k: _round(v, decimals) for k, v in face.probabilities.items()},
     }
     if face.track is not None:
         data["track"] = face.track
     return data
+
+
+def face_from_dict(data: Mapping[str, Any]) -> FaceResult:
+    """The face a :func:`face_to_dict` object holds; a missing score (None) is NaN.
+
+    Raises KeyError, TypeError, ValueError or AttributeError for an object that lacks or mangles a field.
+    """
+    box = data["box"]
+    return FaceResult(
+        face=int(data["face"]), box=Box(int(box["x"]), int(box["y"]), int(box["w"]), int(box["h"])),
+        det_score=_number(data["det_score"]), emotion=str(data["emotion"]), confidence=_number(data["confidence"]),
+        probabilities={str(k): _number(v) for k, v in data["probabilities"].items()}, track=data.get("track"))
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def frame_to_dict(result: FrameResult) -> dict[str, Any]:

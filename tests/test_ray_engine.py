@@ -44,7 +44,7 @@ def _local(inputs: list[str]) -> list[FrameResult]:
 
 def _on_ray(inputs: list[str], **options: object) -> list[FrameResult | SourceEnd]:
     items = FrameSource(inputs).pending()
-    out = ray_outcomes(items, RayConfig(model=MODEL, **options), NAMES)  # type: ignore[arg-type]
+    out = ray_outcomes(items, RayConfig(model=MODEL, **options))  # type: ignore[arg-type]
     return [o.result if isinstance(o, Analysed) else o for o in out]
 
 
@@ -121,7 +121,7 @@ def test_a_killed_worker_loses_and_duplicates_no_input(cluster: str, tmp_path: P
     items = FrameSource([folder]).pending()
     results: list[FrameResult] = []
     killed = None
-    for outcome in ray_outcomes(items, RayConfig(model=MODEL, workers=1), NAMES):
+    for outcome in ray_outcomes(items, RayConfig(model=MODEL, workers=1)):
         if isinstance(outcome, Analysed):
             results.append(outcome.result)
             if killed is None:  # the first row is out: the detector is mid-run
@@ -152,6 +152,27 @@ runpy.run_module("fer_batch", run_name="__main__", alter_sys=True)
 """
 
 
+def test_records_reach_the_driver_with_every_digit() -> None:
+    """Faces go between the stages in the JSON writers' layout, unrounded: the outputs round them as a local
+    run's do, when they are written."""
+    import numpy as np
+
+    from fer_batch.ray_engine import _classified, _faces_json, _video_row, to_result
+    from fer_batch.records import Box, FaceResult
+
+    probs = np.array([[0.1, 0.2, 0.05, 0.3, 0.15, 0.1, 0.1]], np.float32) / np.float32(1.0000001)
+    row = {"source": "a.jpg", "status": "ok", "error": None, "width": 9, "height": 8,
+           "faces": _faces_json(_classified([[1, 2, 3, 4, 0.912345678]], probs, NAMES))}
+    (face,) = to_result(row).faces
+    assert face.det_score == 0.912345678 and face.emotion == NAMES[3]
+    assert face.probabilities == {n: float(p) for n, p in zip(NAMES, probs[0])} and face.confidence == float(probs[0, 3])
+    frame = FrameResult("v.mp4", Status.OK, (FaceResult(0, Box(1, 2, 3, 4), 0.987654321, "sad", 0.123456789,
+                                                        dict.fromkeys(NAMES, 1 / 7), track=3),),
+                        width=9, height=8, frame=5, time_s=0.2, extra={"duration_s": 4.0})
+    back = to_result(_video_row(0, frame))
+    assert back == frame and back.extra == frame.extra
+
+
 def test_without_ray_engine_ray_says_how_to_install_it_and_exits_2(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", _WITHOUT_RAY, "images", str(SAMPLE_MEDIA), "--engine", "ray",
                            "--out", str(tmp_path / "rows.csv")], capture_output=True, text=True, timeout=60,
@@ -177,7 +198,7 @@ def test_video_one_video_per_task_same_rows_and_tracks_as_local(cluster: str) ->
     local = [o.result for o in VideoAnalyzer(Analyzer(MODEL), sampling).analyze_frames(
         FrameSource([clip], video=True, sampling=sampling)) if isinstance(o, Analysed)]
     items = FrameSource([clip], video=True, sampling=sampling).pending()
-    remote = [o.result for o in ray_outcomes(items, RayConfig(model=MODEL, sampling=sampling), NAMES, video=True)
+    remote = [o.result for o in ray_outcomes(items, RayConfig(model=MODEL, sampling=sampling), video=True)
               if isinstance(o, Analysed)]
     assert [(r.frame, r.time_s) for r in remote] == [(r.frame, r.time_s) for r in local] and len(local) >= 8
     _assert_same_rows(local, remote)

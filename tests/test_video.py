@@ -601,3 +601,44 @@ def test_cli_a_killed_video_run_resumes_with_the_same_rows_and_summary(tmp_path:
     # The summary covers every video, also the one finished before the run was killed.
     summary = list(csv.DictReader((tmp_path / "full.csv").open()))
     assert len(summary) >= 3 and same_rows(list(csv.DictReader((tmp_path / "stopped.csv").open())), summary)
+
+
+def test_a_stopped_run_resumes_through_the_python_api_with_the_same_rows_and_summary(tmp_path: Path) -> None:
+    """resume_run prepares what --resume does, for run(): the output cut and continued, the videos it holds
+    skipped, and the summary given their rows, so it covers every video."""
+    from fer_batch.pipeline import Analyzer
+    from fer_batch.resume import resume_run
+    from fer_batch.run import run
+    from fer_batch.sinks import RecordSink, TrackSummarySink
+
+    from .conftest import SAMPLE_MEDIA, same_rows
+
+    face = cv2.resize(cv2.imread(str(SAMPLE_MEDIA / "grace_hopper.jpg")), (320, 240))
+
+    def portrait(image: np.ndarray, i: int) -> None:
+        image[:] = np.roll(face, i - 5, axis=1)  # a real face, moving a little: one track per video
+
+    for name in ("a", "b", "c"):
+        write_video(tmp_path / f"{name}.mp4", 12, fps=25, draw=portrait, size=(320, 240))
+    clips = [tmp_path / f"{name}.mp4" for name in ("a", "b", "c")]
+    videos = VideoAnalyzer(Analyzer("fast", workers=1), Sampling(fps=None, every=2))  # int8: no TensorFlow
+    names = videos.class_names
+
+    def job(out: Path, summary: TrackSummarySink, resume: bool = False) -> None:
+        source = videos.source(clips)
+        append = resume_run(out, "csv", names, source, [summary], video=True).append if resume else False
+        assert run(source, videos, [RecordSink.to_path(out, names, video=True, append=append), summary]).exit_code == 0
+
+    full, stopped = tmp_path / "full.csv", tmp_path / "stopped.csv"
+    job(full, TrackSummarySink(tmp_path / "full-tracks.csv", names))
+    lines = full.read_bytes().splitlines(keepends=True)
+    first_b = next(i for i, line in enumerate(lines) if line.startswith(str(clips[1]).encode()))
+    stopped.write_bytes(b"".join(lines[:first_b + 2]) + lines[first_b + 2][:9])  # killed in b, mid-row
+    job(stopped, TrackSummarySink(tmp_path / "stopped-tracks.csv", names), resume=True)
+
+    def rows(path: Path) -> list[dict[str, str]]:
+        return list(csv.DictReader(path.open()))
+    assert same_rows(rows(stopped), rows(full)) and len(rows(full)) >= 3 * 6
+    summary = rows(tmp_path / "full-tracks.csv")
+    assert {row["source"] for row in summary} == {str(c) for c in clips}  # a face tracked in every video
+    assert same_rows(rows(tmp_path / "stopped-tracks.csv"), summary)  # also a.mp4's, from the rows kept

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 
 import pytest
 
 from fer_batch.errors import UsageError
 from fer_batch.records import Box, FaceResult, FrameResult, Status
-from fer_batch.writers import OutputFormat, format_for_path, get_writer
+from fer_batch.writers import OutputFormat, face_from_dict, face_to_dict, format_for_path, get_writer
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
@@ -171,3 +172,14 @@ def test_parquet_refused_on_stdout_and_for_resume(tmp_path) -> None:
         RecordSink.to_path("-", CLASSES, fmt="parquet")
     with pytest.raises(UsageError, match="cannot be resumed"):
         RecordSink.to_path(tmp_path / "r.parquet", CLASSES, append=True)
+
+
+def test_face_to_dict_rounds_for_the_outputs_or_keeps_every_digit_and_face_from_dict_reads_it_back() -> None:
+    face = FaceResult(face=2, box=Box(1, 2, 3, 4), det_score=0.123456789, emotion="sad", confidence=0.987654321,
+                      probabilities={"sad": 0.987654321, "happy": 0.012345679}, track=7)
+    written = face_to_dict(face)
+    assert written["det_score"] == 0.123457 and written["probabilities"] == {"sad": 0.987654, "happy": 0.012346}
+    assert written["box"] == {"x": 1, "y": 2, "w": 3, "h": 4} and written["track"] == 7
+    assert face_from_dict(json.loads(json.dumps(face_to_dict(face, decimals=None)))) == face  # not a digit lost
+    no_score = face_from_dict(face_to_dict(FaceResult(0, Box(0, 0, 1, 1), math.nan, "sad", 1.0, {"sad": 1.0})))
+    assert math.isnan(no_score.det_score) and no_score.track is None and "track" not in face_to_dict(no_score)

@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from fer_batch.frames import FrameSource
     from fer_batch.pipeline import Analyzer
     from fer_batch.ray_engine import RayConfig
-    from fer_batch.resume import ResumePoint
     from fer_batch.sinks import Sink
 
 
@@ -145,7 +144,7 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
     annotated copies); they check their paths when built, before the model loads, and open nothing yet.
     With ``--engine ray`` the records come from the Ray job, in input order, and go to the same sinks.
     """
-    from fer_batch.resume import ResumePoint, check_output, resume_output  # noqa: PLC0415
+    from fer_batch.resume import ResumePoint, check_output, resume_run  # noqa: PLC0415
     from fer_batch.run import run  # noqa: PLC0415
     from fer_batch.sinks import ProgressSink, RecordSink, TrackSummarySink  # noqa: PLC0415
     from fer_batch.writers import BINARY_FORMATS, check_format, format_for_path  # noqa: PLC0415
@@ -182,15 +181,13 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
             analysis = VideoAnalyzer(analysis, source.sampling)  # type: ignore[assignment]
         point = ResumePoint()
         if options.resume:  # once the model has loaded: cuts the output after its last complete input
-            point = resume_output(options.out, output_format, class_names, video=video)
-            source.skip = point.counts
-            _replay(options.out, output_format, class_names, point, sinks)
+            point = resume_run(options.out, output_format, class_names, source, sinks, video=video)
             log.info("resuming %s: %d input(s) complete in it are skipped", options.out, point.sources)
         events: Any = source
         if on_ray:
             from fer_batch.ray_engine import ray_outcomes  # noqa: PLC0415
 
-            events = ray_outcomes(source.pending(), _ray_config(options, model_path, source), class_names,
+            events = ray_outcomes(source.pending(), _ray_config(options, model_path, source),
                                   video=video)  # connects to the cluster and plans the job here
         if video and (analysis is not None or on_ray):
             log.info("sampling: %s", source.sampling.describe())
@@ -328,29 +325,6 @@ def _clear_parts_folder(folder: Path, source: FrameSource, *, overwrite: bool) -
         raise UsageError(f"{folder} already holds part files: pass --overwrite to replace them")
     for part in entries:
         part.unlink()
-
-
-def _replay(out: str, output_format: OutputFormat, class_names: tuple[str, ...], point: ResumePoint,
-            sinks: list[Sink]) -> None:
-    """Give the track summaries the records a resumed output already holds, so they cover every video."""
-    from fer_batch.frames import SourceEnd  # noqa: PLC0415
-    from fer_batch.resume import read_records  # noqa: PLC0415
-    from fer_batch.sinks import TrackSummarySink  # noqa: PLC0415
-
-    summaries = [sink for sink in sinks if isinstance(sink, TrackSummarySink)]
-    if not summaries or not point.kept:
-        return
-    current: str | None = None
-    for record in read_records(out, output_format, class_names, video=True):
-        if current is not None and record.source != current:
-            for sink in summaries:
-                sink.end_source(SourceEnd(current))
-        current = record.source
-        for sink in summaries:
-            sink.receive(record, None)
-    if current is not None:
-        for sink in summaries:
-            sink.end_source(SourceEnd(current))
 
 
 @app.command(short_help="Faces and their expressions in images: one row per face.")
