@@ -9,12 +9,20 @@ events that the analysis and the sinks share:
 * :class:`FrameError`: an input, or a part of one, that could not be read,
   with a one-line reason; it becomes an ``error`` row, and the run goes on;
 * :class:`SourceEnd`: one input is finished (so per-video outputs can be
-  written, and the progress bar can advance).
+  written, and the progress bar can advance);
+* :class:`Idle`: the source has nothing more ready and is about to wait for
+  its next input (paths on stdin that come one at a time): the analysis
+  finishes what it holds instead of waiting for inputs that may be long in
+  coming. It is no input, and no row; consumers that only look at frames,
+  errors and ends may ignore it.
 
-Photos are decoded by a pool of reader threads ahead of the analysis; a video
-is decoded in a background thread a few frames ahead; a live input is read by
-its own thread that keeps up with real time (see :mod:`fer_batch.streams`).
-Memory stays bounded whatever the number of inputs or the video's length.
+Photos are decoded by a pool of reader threads ahead of the analysis (inputs
+not known in advance, such as paths on stdin, are read by a thread of their
+own, so the photos already named are analysed while the next path is
+awaited); a video is decoded in a background thread a few frames ahead; a
+live input is read by its own thread that keeps up with real time (see
+:mod:`fer_batch.streams`). Memory stays bounded whatever the number of inputs
+or the video's length.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from collections.abc import Collection, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO, TypeVar
+from typing import TYPE_CHECKING, Generic, TextIO, TypeVar
 
 import numpy as np
 
@@ -42,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IMAGES_AHEAD = 32  # photos decoded (or being decoded) ahead of the analysis: two chunks; bounds memory
+INPUTS_AHEAD = 1024  # inputs not known in advance (paths on stdin) read ahead of the photos; bounds memory
 PREFETCH_FRAMES = 32  # decoded video frames waiting for analysis; bounds memory
 
 
@@ -99,6 +108,17 @@ class SourceEnd:
     dropped_frames: int = 0
 
 
+@dataclass(frozen=True)
+class Idle:
+    """The source has yielded everything it has ready and now waits for its next input (a path on stdin).
+
+    Yielded only between inputs, at most once per wait, and only by a source of photos whose inputs are not
+    known in advance (``-``). The analysis finishes the inputs it holds when it sees one (see
+    :class:`~fer_batch.pipeline.GrowingChunks`), so their rows come out now rather than after later inputs;
+    it passes no Idle on to the sinks.
+    """
+
+
 @dataclass(frozen=True, eq=False)
 class Analysed:
     """A result with the frame it was computed on (None for an input that could not be read)."""
@@ -107,8 +127,8 @@ class Analysed:
     frame: Frame | None = None
 
 
-Event = Frame | FrameError | SourceEnd  # what a frame source yields
-Outcome = Analysed | Frame | SourceEnd  # what the analysis yields: results, frames passed along, ends
+Event = Frame | FrameError | SourceEnd | Idle  # what a frame source yields
+Outcome = Analysed | Frame | SourceEnd  # what the analysis yields: results, frames passed along, ends (no Idle)
 
 
 @dataclass(frozen=True)
@@ -128,7 +148,8 @@ class LiveOptions:
 class FrameSource:
     """Inputs as one ordered stream of :class:`Frame`, :class:`FrameError` and :class:`SourceEnd` events.
 
-    ``video=False``: photos (files, folders searched for image suffixes, ``-``).
+    ``video=False``: photos (files, folders searched for image suffixes, ``-``); when the inputs are not known
+    in advance (``-``), an :class:`Idle` event comes before each wait for the next input.
     ``video=True``: video files (folders searched for video suffixes), stream
     URLs and cameras; ``sampling`` picks the frames to analyse, and with
     ``all_frames`` the others are passed along too (``analyse=False``).
@@ -210,25 +231,49 @@ class FrameSource:
     # -- photos -----------------------------------------------------------------------------------------
 
     def _photos(self, items: Iterator[SourceItem]) -> Iterator[Event]:
-        """Photos decoded by ``workers`` threads ahead of the consumer, yielded in input order."""
+        """Photos decoded by ``workers`` threads ahead of the consumer, yielded in input order.
+
+        Inputs known in advance are read ahead at once. Inputs that are not (paths on stdin, which may come one
+        at a time, as from ``inotifywait``) are read by a background thread: the read-ahead takes only those
+        that have arrived, and when none is left to yield an :class:`Idle` event comes before the wait for the
+        next one, so the analysis can finish the photos it holds.
+        """
         ahead = max(IMAGES_AHEAD, self.workers)  # at least one photo per reader thread
+        arrivals = BackgroundReader(items, INPUTS_AHEAD, "fer-inputs") if self.items is None else None
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fer-read")
         pending: deque[tuple[SourceItem, Future[np.ndarray] | None]] = deque()
+
+        def add(item: SourceItem) -> None:
+            readable = item.error is None and item.path is not None
+            pending.append((item, pool.submit(read_image, item.path) if readable else None))
+
         try:
+            idle = True  # nothing yielded since the last wait: no Idle is owed
             while True:
                 while len(pending) < ahead:
-                    item = next(items, None)
+                    item = next(items, None) if arrivals is None else arrivals.get(wait=False)
                     if item is None:
                         break
-                    readable = item.error is None and item.path is not None
-                    pending.append((item, pool.submit(read_image, item.path) if readable else None))
+                    add(item)
                 if not pending:
-                    return
+                    if arrivals is None or arrivals.ended:
+                        return
+                    if not idle:
+                        idle = True
+                        yield Idle()
+                    item = arrivals.get()
+                    if item is None:
+                        return
+                    add(item)
+                    continue
                 item, future = pending.popleft()
+                idle = False
                 yield _photo_event(item, future)
                 yield SourceEnd(item.source)
         finally:  # also when the consumer stops early (Ctrl-C): photos not started yet are not read
             pool.shutdown(wait=True, cancel_futures=True)
+            if arrivals is not None:
+                arrivals.close()  # not joined: its thread may be blocked reading stdin, and is a daemon
 
     # -- videos and live inputs -------------------------------------------------------------------------
 
@@ -320,43 +365,70 @@ def _photo_event(item: SourceItem, future: Future[np.ndarray] | None) -> Frame |
 T = TypeVar("T")
 
 
+class BackgroundReader(Generic[T]):
+    """An iterator run in a daemon thread, up to ``maxsize`` items ahead of the consumer.
+
+    :meth:`get` takes the next item, waiting for it or (``wait=False``) only if it has already arrived; it
+    returns None at the end (then :attr:`ended` is set) or when no item is ready, and raises what the iterator
+    raised. The iterator must not yield None. :meth:`close` stops the thread at its next item; with ``join``,
+    it waits for that (the caller may then release what the iterator reads), without, it does not (a thread
+    blocked reading stdin cannot be stopped, and being a daemon it does not keep the process alive).
+    """
+
+    def __init__(self, source: Iterator[T], maxsize: int, name: str) -> None:
+        self.ended = False
+        self._items: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=maxsize)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(source,), name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, kind: str, value: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._items.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, source: Iterator[T]) -> None:
+        try:
+            for item in source:
+                if not self._put("item", item):
+                    return
+            self._put("end", None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            self._put("error", exc)
+
+    def get(self, *, wait: bool = True) -> T | None:
+        if self.ended:
+            return None
+        try:
+            kind, value = self._items.get(block=wait)
+        except queue.Empty:
+            return None
+        if kind == "item":
+            return value  # type: ignore[return-value]
+        self.ended = True
+        if kind == "error":
+            raise value  # type: ignore[misc]
+        return None
+
+    def close(self, *, join: bool = False) -> None:
+        self._stop.set()
+        if join:
+            self._thread.join()
+
+
 def prefetched(source: Iterator[T], maxsize: int) -> Iterator[T]:
     """Run ``source`` in a background thread, ``maxsize`` items ahead (decoding overlaps analysis).
 
     OpenCV releases the GIL while it decodes. Closing the returned generator
     stops the thread before it returns, so the caller may release the decoder.
     """
-    items: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=maxsize)
-    stop = threading.Event()
-
-    def put(kind: str, value: object) -> bool:
-        while not stop.is_set():
-            try:
-                items.put((kind, value), timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in source:
-                if not put("item", item):
-                    return
-            put("end", None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            put("error", exc)
-
-    thread = threading.Thread(target=work, name="fer-decode", daemon=True)
-    thread.start()
+    reader = BackgroundReader(source, maxsize, "fer-decode")
     try:
-        while True:
-            kind, value = items.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value  # type: ignore[misc]
-            yield value  # type: ignore[misc]
+        while (item := reader.get()) is not None:
+            yield item
     finally:
-        stop.set()
-        thread.join()
+        reader.close(join=True)

@@ -29,7 +29,7 @@ import numpy as np
 from fer_batch.classify import DEFAULT_BATCH_SIZE, EmotionClassifier
 from fer_batch.crops import square_crop
 from fer_batch.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, FaceDetector, detects_per_image, make_detector
-from fer_batch.frames import Analysed, Event, Frame, FrameError, FrameSource, Outcome, SourceEnd
+from fer_batch.frames import Analysed, Event, Frame, FrameError, FrameSource, Idle, Outcome, SourceEnd
 from fer_batch.models import resolve_model
 from fer_batch.records import Detection, FaceResult, FrameResult, Status
 from fer_batch.runtime import usable_cpus
@@ -57,7 +57,12 @@ class Chunking(Protocol):
 
 @dataclass(frozen=True)
 class GrowingChunks:
-    """Photos: chunks of 2, 4, 8... up to ``size`` photos, so the first rows and the progress bar come at once."""
+    """Photos: chunks of 2, 4, 8... up to ``size`` photos, so the first rows and the progress bar come at once.
+
+    When the source is :class:`~fer_batch.frames.Idle` (paths on stdin, the next one not there yet), the photos
+    gathered so far make a chunk at once, ending with that Idle event (alone if there are none), so the
+    analysis finishes them and the chunk before them now (see ``_Chunk.finish_now``).
+    """
 
     size: int = DEFAULT_CHUNK
 
@@ -66,6 +71,11 @@ class GrowingChunks:
         frames = 0
         limit = min(2, self.size)
         for event in events:
+            if isinstance(event, Idle):
+                if not chunk or isinstance(chunk[-1], SourceEnd):  # never within a photo's events
+                    yield [*chunk, event]
+                    chunk, frames = [], 0
+                continue
             chunk.append(event)
             frames += isinstance(event, Frame) and event.analyse
             if frames >= limit and isinstance(event, SourceEnd):  # a photo's end closes the chunk it is in
@@ -91,10 +101,14 @@ class _Chunk:
     def finish_now(self) -> bool:
         """Whether to finish this chunk without waiting for the next one to be read and detected.
 
-        A chunk of a live input (its rows are not held back), and the last chunk of a video (its outputs are
-        written when it ends, not once the next input has opened, which for a stream can take seconds).
+        A chunk of a live input (its rows are not held back), the last chunk of a video (its outputs are
+        written when it ends, not once the next input has opened, which for a stream can take seconds), and a
+        chunk that ends with :class:`~fer_batch.frames.Idle` (the source waits for its next input, which may
+        take minutes: the rows of the inputs read so far are not held back).
         Photos overlap: each chunk of photos ends with a photo's end, and is finished after the next starts.
         """
+        if self.events and isinstance(self.events[-1], Idle):
+            return True
         if any(isinstance(e, Frame) and e.stream is not None and e.stream.live for e in self.events):
             return True
         ends_input = bool(self.events) and isinstance(self.events[-1], SourceEnd)
@@ -254,8 +268,9 @@ class Analyzer:
 
         Yields an :class:`~fer_batch.frames.Analysed` (record and frame) for each frame to analyse and for each
         :class:`~fer_batch.frames.FrameError`, and passes the other frames and the
-        :class:`~fer_batch.frames.SourceEnd` markers along. Detection of one chunk overlaps classification of the
-        one before it; a chunk of a live input, or the last of a video, is finished at once (see ``_Chunk``).
+        :class:`~fer_batch.frames.SourceEnd` markers along (not :class:`~fer_batch.frames.Idle`). Detection of one
+        chunk overlaps classification of the one before it; a chunk of a live input, the last of a video, or one
+        that ends because the source is idle is finished at once, with the chunk before it (see ``_Chunk``).
         """
         waiting: _Chunk | None = None
         for part in (chunking or GrowingChunks(self.chunk_size)).split(events):
@@ -295,7 +310,7 @@ class Analyzer:
                 out.append(Analysed(event.to_result()))
             elif isinstance(event, Frame) and event.analyse:
                 out.append(Analysed(records[id(event)], event))
-            else:
+            elif not isinstance(event, Idle):  # a frame passed along, or an input's end
                 out.append(event)
         return out
 

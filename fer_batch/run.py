@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fer_batch.errors import ExitCode
-from fer_batch.frames import Analysed, Event, Frame, FrameError, Outcome, SourceEnd
+from fer_batch.frames import Analysed, Event, Frame, FrameError, Idle, Outcome, SourceEnd
 from fer_batch.records import Status
 from fer_batch.sinks import Sink
 
@@ -83,7 +83,7 @@ def _unanalysed(events: Iterable[Event | Outcome]) -> Iterator[Outcome]:
                 yield Analysed(event.to_result())
             elif isinstance(event, Frame):
                 raise TypeError("run() got a readable frame but no analysis")
-            else:
+            elif not isinstance(event, Idle):  # an input's end, or an outcome analysed elsewhere
                 yield event
     finally:
         close = getattr(events, "close", None)

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from fer_batch.errors import InputError, UsageError
-from fer_batch.frames import Analysed, Event, Frame, FrameSource, LiveOptions, Outcome, SourceEnd
+from fer_batch.frames import Analysed, Event, Frame, FrameSource, Idle, LiveOptions, Outcome, SourceEnd
 from fer_batch.records import FrameResult, Status
 from fer_batch.sources import SourceItem, image_kind
 from fer_batch.tracking import IouTracker, Tracker
@@ -311,6 +311,8 @@ class VideoChunks:
         chunk: list[Event] = []
         frames = held = 0
         for event in events:
+            if isinstance(event, Idle):  # nothing to flush: a video's last chunk is finished at once anyway
+                continue
             chunk.append(event)
             if isinstance(event, Frame):
                 held += event.width * event.height

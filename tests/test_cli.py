@@ -6,8 +6,10 @@ import csv
 import io
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -65,6 +67,45 @@ def test_images_json_file_and_paths_on_stdin(tiny_model_path: Path, tmp_path: Pa
     assert set(data[0]["faces"][0]["probabilities"]) == {"angry", "disgust", "fear", "happy", "neutral", "sad",
                                                          "surprise"}
     assert proc.stdout == ""
+
+
+def test_paths_on_stdin_get_their_rows_as_they_arrive(tmp_path: Path) -> None:
+    """`inotifywait ... | fer-batch images -`: a photo's row comes out while stdin stays open, without waiting for
+    more paths (the read-ahead of 32) or the end of stdin, and is flushed although stdout is a pipe."""
+    names = ["grace_hopper.jpg", "missing.jpg", "chelsea_cat.png"]
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([*fer_batch_command(), "images", "-", "--model", "fast", "--format", "jsonl",
+                                 "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                text=True, env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})
+    assert proc.stdin is not None and proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    rows = proc.stdout
+
+    def read_rows() -> None:  # a thread, so that the test can wait for a row with a time limit
+        for line in rows:
+            lines.put(line)
+
+    reader = threading.Thread(target=read_rows, daemon=True)
+    reader.start()
+    try:
+        for name, wait_s in zip(names, (60, 30, 30)):  # the first includes the model's loading, on a busy machine
+            proc.stdin.write(f"{SAMPLE_MEDIA / name}\n")
+            proc.stdin.flush()
+            try:
+                line = lines.get(timeout=wait_s)
+            except queue.Empty:
+                pytest.fail(f"no row for {name} within {wait_s} s while stdin stays open; stderr: {log.read_text()}")
+            assert Path(json.loads(line)["source"]).name == name
+            assert proc.poll() is None  # stdin is still open: the run goes on
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 1, log.read_text()  # missing.jpg: an error row, exit code 1
+        reader.join(timeout=10)
+        assert lines.empty()  # one row per photo, each written once
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_unknown_model_is_a_clear_error() -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fer_batch.classify import EmotionClassifier
-from fer_batch.pipeline import Analyzer
+from fer_batch.frames import Analysed, Event, Frame, Idle, SourceEnd
+from fer_batch.pipeline import Analyzer, GrowingChunks
 from fer_batch.records import Box, Detection, Status
 
 from .conftest import SAMPLE_MEDIA
@@ -132,3 +133,43 @@ def test_parallel_detection_keeps_input_order_and_equals_one_worker(tiny_model_p
     assert many._pool is not None  # detection really runs in threads
     assert list(many.analyze_paths(photos)) == one
     assert [r.source for r in one] == [str(p) for p in photos]
+
+
+def _photo(name: str, image: np.ndarray) -> list[Event]:
+    return [Frame(name, image), SourceEnd(name)]
+
+
+def test_growing_chunks_are_cut_short_when_the_source_is_idle(drawn_face: np.ndarray) -> None:
+    """Paths on stdin: the photos read when the source must wait make a chunk at once, ending with Idle."""
+    events: list[Event] = [Idle(), *_photo("a", drawn_face), Idle(), *_photo("b", drawn_face),
+                           *_photo("c", drawn_face), Idle(), Frame("d", drawn_face), Idle(), SourceEnd("d"),
+                           *(e for name in "efg" for e in _photo(name, drawn_face))]
+    chunks = list(GrowingChunks(16).split(events))
+    names = [[type(e).__name__ if isinstance(e, Idle) else e.source for e in chunk if not isinstance(e, Frame)]
+             for chunk in chunks]
+    # an idle flush keeps the chunk size growing as before (2, then 4); an Idle within a photo is ignored
+    assert names == [["Idle"], ["a", "Idle"], ["b", "c"], ["Idle"], ["d", "e", "f", "g"]]
+
+
+def test_an_idle_source_gets_its_rows_before_it_is_read_further(tiny_model_path: Path,
+                                                                  drawn_face: np.ndarray) -> None:
+    """The rows of every photo before an Idle come out before the analysis asks the source for more (the next
+    path may take minutes to come); a chunk waiting for the next one to overlap with is finished too."""
+    analyzer = Analyzer(tiny_model_path, FixedDetector(), chunk_size=16, workers=1)
+    read_past_idle: list[bool] = []
+
+    def events() -> Iterator[Event]:
+        for name in ("p0", "p1", "p2"):  # a chunk of 2 (it would wait for the next one) and one more photo
+            yield from _photo(name, drawn_face)
+        yield Idle()
+        read_past_idle.append(True)
+        yield from _photo("p3", drawn_face)
+
+    outcomes = analyzer.analyze_frames(events())
+    first = [next(outcomes) for _ in range(6)]
+    assert not read_past_idle
+    assert [(type(o).__name__, o.result.source if isinstance(o, Analysed) else o.source) for o in first] == [
+        (kind, name) for name in ("p0", "p1", "p2") for kind in ("Analysed", "SourceEnd")]
+    rest = list(outcomes)
+    assert read_past_idle and [type(o).__name__ for o in rest] == ["Analysed", "SourceEnd"]
+    assert all(o.result.status is Status.OK for o in (*first, *rest) if isinstance(o, Analysed))

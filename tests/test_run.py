@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import queue
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import numpy as np
 import pytest
 
 from fer_batch.errors import ExitCode
-from fer_batch.frames import Frame, FrameError, FrameSource, SourceEnd
+from fer_batch.frames import Frame, FrameError, FrameSource, Idle, SourceEnd
 from fer_batch.records import Box, Detection, FrameResult, Status
 from fer_batch.run import RunSummary, run
 from fer_batch.sinks import RecordSink, Sink
@@ -176,3 +179,28 @@ def test_resumed_sources_are_skipped_as_often_as_they_were_done(tmp_path: Path) 
     assert [e.source for e in source if isinstance(e, SourceEnd)] == [str(b), str(a)]
     assert source.remaining == 2
     assert FrameSource([a, b, a], skip={str(a)}).remaining == 1  # a plain set skips every occurrence
+
+
+def test_paths_on_stdin_are_yielded_as_they_arrive() -> None:
+    """A photo named on stdin is read, decoded and yielded, then Idle, while stdin stays open (no read-ahead
+    waits for more paths); the rest comes once more paths arrive."""
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd) as stdin, os.fdopen(write_fd, "w") as writer:
+        source = FrameSource(["-"], stdin=stdin, workers=2)
+        got: queue.Queue[object] = queue.Queue()
+
+        def consume() -> None:
+            for event in source:
+                got.put(event)
+            got.put(None)
+
+        threading.Thread(target=consume, daemon=True).start()
+        writer.write(f"{SAMPLE_MEDIA / 'grace_hopper.jpg'}\n")
+        writer.flush()
+        first = [got.get(timeout=30) for _ in range(3)]
+        assert [type(e).__name__ for e in first] == ["Frame", "SourceEnd", "Idle"]
+        writer.write(f"{SAMPLE_MEDIA / 'chelsea_cat.png'}\n{SAMPLE_MEDIA / 'missing.png'}\n")
+        writer.close()
+        rest = list(iter(lambda: got.get(timeout=30), None))
+    assert [type(e).__name__ for e in rest if not isinstance(e, Idle)] == ["Frame", "SourceEnd", "FrameError",
+                                                                           "SourceEnd"]
