@@ -26,14 +26,16 @@ processes. Machines are noisy: run it on an idle machine and read the figures as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -119,27 +121,27 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def float_tflite_variants(path: Path) -> dict[str, bytes]:
-    """The model file's float32 Keras network as TFLite: float32, float16 weights, dynamic-range int8 weights."""
+FLOAT_VARIANTS = ("float32", "float16 weights", "dynamic-range int8 weights")
+
+
+def float_tflite(path: Path, variant: str) -> bytes:
+    """The model file's float32 Keras network converted to TFLite as ``variant`` (one of FLOAT_VARIANTS)."""
     tf = import_tensorflow_quietly()
     model, info = load_keras_model(path)
     height, width = info.input_size
     spec = tf.TensorSpec((None, height, width, info.channels), tf.float32)
-    variants: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="fer-batch-bench-") as tmp, silenced_stderr():
         model.export(f"{tmp}/saved", format="tf_saved_model", input_signature=[spec], verbose=False)
-        for name in ("float32", "float16 weights", "dynamic-range int8 weights"):
-            converter = tf.lite.TFLiteConverter.from_saved_model(f"{tmp}/saved")
-            if name != "float32":
-                converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            if name == "float16 weights":
-                converter.target_spec.supported_types = [tf.float16]
-            variants[name] = bytes(converter.convert())
-    return variants
+        converter = tf.lite.TFLiteConverter.from_saved_model(f"{tmp}/saved")
+        if variant != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if variant == "float16 weights":
+            converter.target_spec.supported_types = [tf.float16]
+        return bytes(converter.convert())
 
 
-def runtimes(model: str, precision: str, emulated: bool, threads: int) -> Iterator[tuple[str, Callable[[], Any]]]:
-    """(label, runner factory) for every runtime this machine can run the model on; LiteRT int8 first.
+def runtimes(model: str, precision: str, emulated: bool, threads: int) -> list[tuple[str, Callable[[], Any]]]:
+    """(label, runner factory) for every runtime this machine can run the model on, LiteRT int8 first.
 
     Runtimes that are not installed are left out, with a line saying so. Under ``--emulate-avx2`` only LiteRT
     runs (the limit applies to LiteRT's own XNNPACK, not to the copies inside TensorFlow, OpenVINO or ONNX Runtime).
@@ -147,25 +149,23 @@ def runtimes(model: str, precision: str, emulated: bool, threads: int) -> Iterat
     path = resolve_model(model)
     info = read_info(path)
     if precision == "float32" or (precision == "auto" and info.precision == "float32"):
-        yield "Keras float32 (TensorFlow)", lambda: EmotionClassifier.load(path, precision="float32").runner
-        return
+        return [("Keras float32 (TensorFlow)", lambda: EmotionClassifier.load(path, precision="float32").runner)]
     tflite_model = read_int8(path) or b""
     litert = tflite_interpreter_class()
-    yield "LiteRT int8", lambda: Int8Runner(tflite_model, info, threads=threads, interpreter=litert)
+    found: list[tuple[str, Callable[[], Any]]] = [
+        ("LiteRT int8", lambda: Int8Runner(tflite_model, info, threads=threads, interpreter=litert))]
     probabilities = replace(info, int8_output="probabilities")  # the float variants keep the Keras softmax
-    if "float32" in stored_precisions(path):
-        try:
-            variants = float_tflite_variants(path)
-        except ImportError:
-            print("  (float TFLite variants skipped: converting the Keras network needs TensorFlow)")
-        else:
-            for name, data in variants.items():
-                yield f"LiteRT {name}", partial(Int8Runner, data, probabilities, threads=threads, interpreter=litert)
-    else:
+    if "float32" not in stored_precisions(path):
         print(f"  (float TFLite variants skipped: {path.name} holds its int8 network only)")
+    elif importlib.util.find_spec("tensorflow") is None:
+        print("  (float TFLite variants skipped: converting the Keras network needs TensorFlow)")
+    else:
+        found += [(f"LiteRT {variant}", lambda v=variant: Int8Runner(float_tflite(path, v), probabilities,
+                                                                     threads=threads, interpreter=litert))
+                  for variant in FLOAT_VARIANTS]
     if emulated:
         print("  (TensorFlow tf.lite, OpenVINO and ONNX Runtime skipped: the AVX2 limit applies to LiteRT only)")
-        return
+        return found
     optional: list[tuple[str, str, Callable[[], Any]]] = [
         ("tensorflow", "TensorFlow tf.lite int8",
          lambda: Int8Runner(tflite_model, info, threads=threads, interpreter=import_tensorflow_quietly().lite.Interpreter)),
@@ -176,7 +176,8 @@ def runtimes(model: str, precision: str, emulated: bool, threads: int) -> Iterat
         if importlib.util.find_spec(module) is None:
             print(f"  ({label} skipped: {module} is not installed)")
         else:
-            yield label, factory
+            found.append((label, factory))
+    return found
 
 
 def classification_throughput(runner: Any, info: ModelInfo, crops: np.ndarray, batch_size: int,
@@ -228,6 +229,31 @@ def pipeline_throughput(model: str, folder: Path, detector: str, batch_size: int
     return len(results) / seconds, faces / seconds, len(results), faces
 
 
+def measure_runtime(args: argparse.Namespace) -> None:
+    """Measure runtime number ``args.runtime`` and print its line (run in a process of its own)."""
+    if args.emulate_avx2:
+        from xnnpack_isa import limit_to_avx2  # noqa: PLC0415 - beside this script
+
+        limit_to_avx2()  # before any network loads
+    threads = usable_cpus()
+    with contextlib.redirect_stdout(io.StringIO()):  # the parent already said which runtimes are skipped
+        label, factory = runtimes(args.model, args.precision, args.emulate_avx2, threads)[args.runtime]
+    info = read_info(resolve_model(args.model))
+    crops = benchmark_crops(info, args.faces, args.crops)
+    try:
+        runner = factory()
+    except Exception as exc:  # noqa: BLE001 - an optional runtime that cannot load this network
+        print(f"  ({label} skipped: {type(exc).__name__}: {exc})")
+        return
+    rate, classes = classification_throughput(runner, info, crops, args.batch_size, args.repeats)
+    np.save(args.classes_dir / f"{args.runtime}.npy", classes)
+    reference = np.load(args.classes_dir / "0.npy")  # LiteRT int8, measured first
+    agreement = f", same class as LiteRT int8 on {np.mean(classes == reference):.1%}" if args.crops else ""
+    print(f"classification: model {info.name} on {label}: {rate:,.0f} faces/s (batch size {args.batch_size}, "
+          f"{threads} threads, {len(crops)} {'face crops' if args.crops else 'noise crops'}, "
+          f"median of {args.repeats}{agreement})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -242,29 +268,23 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=REPO / "sample_media")
     parser.add_argument("--detector", default=DEFAULT_DETECTOR.value, choices=[d.value for d in DetectorName])
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--runtime", type=int, help=argparse.SUPPRESS)  # internal: the child measuring one runtime
+    parser.add_argument("--classes-dir", type=Path, help=argparse.SUPPRESS)  # internal: where children keep classes
     args = parser.parse_args()
 
+    if args.runtime is not None:  # a child process: one runtime, nothing else
+        measure_runtime(args)
+        return
     print(f"cpu: {cpu_description()}")
     if args.emulate_avx2:
-        from xnnpack_isa import limit_to_avx2  # noqa: PLC0415 - beside this script
-
-        print(f"emulating a CPU without AVX-512: {limit_to_avx2()}")
-    info = read_info(resolve_model(args.model))
-    crops = benchmark_crops(info, args.faces, args.crops)
-    threads = usable_cpus()
-    reference: np.ndarray | None = None
-    for label, factory in runtimes(args.model, args.precision, args.emulate_avx2, threads):
-        try:
-            runner = factory()
-        except Exception as exc:  # noqa: BLE001 - an optional runtime that cannot load this network
-            print(f"  ({label} skipped: {type(exc).__name__}: {exc})")
-            continue
-        rate, classes = classification_throughput(runner, info, crops, args.batch_size, args.repeats)
-        reference = classes if reference is None else reference
-        agreement = f", same class as LiteRT int8 on {np.mean(classes == reference):.1%}" if args.crops else ""
-        print(f"classification: model {info.name} on {label}: {rate:,.0f} faces/s (batch size {args.batch_size}, "
-              f"{threads} threads, {len(crops)} {'face crops' if args.crops else 'noise crops'}, "
-              f"median of {args.repeats}{agreement})")
+        print("emulating a CPU without AVX-512: LiteRT's XNNPACK limited to its AVX2 kernels (xnnpack_isa.py)")
+    labels = [label for label, _ in runtimes(args.model, args.precision, args.emulate_avx2, usable_cpus())]
+    with tempfile.TemporaryDirectory(prefix="fer-batch-bench-") as tmp:
+        for index, label in enumerate(labels):  # each in a fresh process: no runtime's threads or state in another's way
+            child = [sys.executable, __file__, *sys.argv[1:], "--runtime", str(index), "--classes-dir", tmp]
+            done = subprocess.run(child, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=False)
+            lines = [line for line in done.stdout.splitlines() if line.startswith(("classification:", "  ("))]
+            print("\n".join(lines) if lines and done.returncode == 0 else f"  ({label} failed: exit {done.returncode})")
     if not args.skip_pipeline:
         ms, n, faces = detection_ms(args.folder, args.detector)
         print(f"detection alone ({args.detector}, one thread): {ms:.1f} ms per image ({n} images, {faces} faces)")
