@@ -50,6 +50,7 @@ from fer_batch.classify import (  # noqa: E402
     PRECISION_CHOICES,
     EmotionClassifier,
     Int8Runner,
+    softmax,
     tflite_interpreter_class,
 )
 from fer_batch.detect import DEFAULT_DETECTOR, DetectorName, make_detector  # noqa: E402
@@ -81,8 +82,9 @@ class OpenVinoRunner:
         with tempfile.NamedTemporaryFile(suffix=".tflite") as fh:
             fh.write(tflite_model)
             fh.flush()
-            self._model = ov.Core().read_model(fh.name)
-        self._core, self._threads, self._batch, self._logits = ov.Core(), threads, -1, info.int8_output == "logits"
+            self._core = ov.Core()
+            self._model = self._core.read_model(fh.name)
+        self._threads, self._batch, self._logits = threads, -1, info.int8_output == "logits"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if x.shape[0] != self._batch:
@@ -116,28 +118,23 @@ class OnnxRuntimeRunner:
         return softmax(out) if self._logits else out
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 FLOAT_VARIANTS = ("float32", "float16 weights", "dynamic-range int8 weights")
 
 
 def float_tflite(path: Path, variant: str) -> bytes:
     """The model file's float32 Keras network converted to TFLite as ``variant`` (one of FLOAT_VARIANTS)."""
     tf = import_tensorflow_quietly()
+    from fer_batch.training.quantize import convert_tflite  # noqa: PLC0415 - training code imports Keras
+
     model, info = load_keras_model(path)
-    height, width = info.input_size
-    spec = tf.TensorSpec((None, height, width, info.channels), tf.float32)
-    with tempfile.TemporaryDirectory(prefix="fer-batch-bench-") as tmp, silenced_stderr():
-        model.export(f"{tmp}/saved", format="tf_saved_model", input_signature=[spec], verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(f"{tmp}/saved")
+
+    def configure(converter: Any) -> None:
         if variant != "float32":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if variant == "float16 weights":
             converter.target_spec.supported_types = [tf.float16]
-        return bytes(converter.convert())
+
+    return convert_tflite(model, info, configure)
 
 
 def runtimes(model: str, precision: str, emulated: bool, threads: int) -> list[tuple[str, Callable[[], Any]]]:

@@ -56,6 +56,12 @@ def tflite_interpreter_class() -> Any:
     return tf.lite.Interpreter
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities from a batch of logits (N, classes), computed in float (int8 networks stop before it)."""
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
 def _mirrored(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x, x[:, :, ::-1]], axis=0)
 
@@ -127,10 +133,7 @@ class Int8Runner:
         self._interpreter.set_tensor(self._input, np.ascontiguousarray(x, dtype=np.float32))
         self._interpreter.invoke()
         probs = self._interpreter.get_tensor(self._output).astype(np.float32)
-        if self._logits:
-            probs = np.exp(probs - probs.max(axis=1, keepdims=True))
-            probs /= probs.sum(axis=1, keepdims=True)
-        return probs
+        return softmax(probs) if self._logits else probs
 
 
 class EmotionClassifier:

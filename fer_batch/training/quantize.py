@@ -16,7 +16,7 @@ cost in accuracy is measured, not assumed.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,25 +52,35 @@ def calibration_sample(train: ImageSet, count: int, seed: int) -> np.ndarray:
     return train.images[np.sort(pick)].astype(np.float32)
 
 
-def convert_int8(model: Any, info: ModelInfo, calibration: np.ndarray) -> bytes:
-    """The Keras ``model`` as a full-integer TFLite model with float32 input and output."""
+def convert_tflite(model: Any, info: ModelInfo, configure: Callable[[Any], None] = lambda converter: None) -> bytes:
+    """The Keras ``model`` as a TFLite model with float32 input and output; ``configure`` sets the converter's
+    options (quantisation) before it converts."""
     import tensorflow as tf  # noqa: PLC0415
 
     height, width = info.input_size
     spec = tf.TensorSpec((None, height, width, info.channels), tf.float32)
-
-    def representative() -> Iterator[list[np.ndarray]]:
-        for image in calibration:
-            yield [image[None]]
-
     # The converter logs dozens of C++ lines per run; its failures still arrive as Python exceptions.
     with tempfile.TemporaryDirectory(prefix="fer-batch-quantize-") as tmp, silenced_stderr():
         exported = Path(tmp) / "saved_model"
         model.export(str(exported), format="tf_saved_model", input_signature=[spec], verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(exported))
+        configure(converter)
+        return bytes(converter.convert())
+
+
+def convert_int8(model: Any, info: ModelInfo, calibration: np.ndarray) -> bytes:
+    """The Keras ``model`` as a full-integer TFLite model with float32 input and output."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    def representative() -> Iterator[list[np.ndarray]]:
+        for image in calibration:
+            yield [image[None]]
+
+    def full_integer(converter: Any) -> None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
-        return bytes(converter.convert())
+
+    return convert_tflite(model, info, full_integer)
 
 
 def quantize_model(
