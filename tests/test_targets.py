@@ -12,13 +12,12 @@ from fer_batch.errors import DatasetError
 from fer_batch.model_file import EMOTIONS
 from fer_batch.training.data import ImageSet, make_tf_dataset
 from fer_batch.training.targets import (
-    ALL_VOTE_COLUMNS,
-    FERPLUS_FILE,
     blend,
     read_crowd_votes,
     teacher_probabilities,
     training_targets,
 )
+from fer_batch.training.votes import ALL_VOTE_COLUMNS, FERPLUS_FILE
 
 
 def _image_set(labels: list[int]) -> ImageSet:

@@ -28,6 +28,7 @@ from fer_batch.training.options import (
     Optimizer,
     Recipe,
     Schedule,
+    Selection,
     TrainConfig,
     check_precision,
     config_from_json,
@@ -88,12 +89,15 @@ def train(
     mixed_precision: Annotated[bool, typer.Option(
         help="Compute in bfloat16 with float32 weights: faster on CPUs with bfloat16 instructions and on GPUs. "
              "The saved model is float32.")] = TrainConfig.mixed_precision,
+    select_by: Annotated[Selection, typer.Option(
+        help="Which validation score picks the epoch kept as model.keras: accuracy against the folder labels, or "
+             "against the FER+ crowd majority (DATASET/ferplus_labels.csv).")] = TrainConfig.select_by,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Train an expression classifier; the output folder can be passed to --model."""
     setup_logging(quiet)
-    from fer_batch.training.metrics import format_report  # noqa: PLC0415
+    from fer_batch.training.metrics import format_crowd_report, format_report  # noqa: PLC0415
     from fer_batch.training.train import run_training  # noqa: PLC0415
 
     # TrainConfig turns the names of paths and choices into Path and enum values.
@@ -120,6 +124,9 @@ def train(
     if not quiet:  # on stderr: train's product is the model file; the report describes it
         typer.echo(f"validation report of {result.model_path} (epoch {result.best_epoch}):", err=True)
         typer.echo(format_report(result.report), err=True)
+        if "ferplus" in result.report:
+            typer.echo("against the FER+ crowd votes:", err=True)
+            typer.echo(format_crowd_report(result.report["ferplus"]), err=True)
     log.info("best epoch %d; model written to %s", result.best_epoch, result.model_path)
 
 
@@ -189,24 +196,37 @@ def evaluate(
                    ] = Path("evaluation"),
     batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_BATCH_SIZE,
     precision: PrecisionOption = Precision.AUTO,
+    votes: Annotated[Path | None, typer.Option(
+        help="FER+ crowd votes for the images (a ferplus_labels.csv). Default: ferplus_labels.csv in DATA or "
+             "its parent, when there is one.", exists=True, dir_okay=False, metavar="FILE")] = None,
 ) -> None:
-    """Score a model on labelled face crops: accuracy, macro F1, per-class metrics, confusion matrix."""
+    """Score a model on labelled face crops: accuracy, macro F1, per-class metrics, confusion matrix.
+
+    With FER+ crowd votes, also against the annotators: majority accuracy, annotator agreement, cross-entropy
+    and calibration error, and a second confusion matrix against the crowd's majority.
+    """
     setup_logging(False)
     from fer_batch.training.evaluate import evaluate_folder  # noqa: PLC0415
-    from fer_batch.training.metrics import format_report  # noqa: PLC0415
+    from fer_batch.training.metrics import format_crowd_report, format_report  # noqa: PLC0415
 
     try:
         model_path = resolve_model(model)  # before TensorFlow loads: a wrong name is reported at once
         if runs_float32(model_path, precision):  # an int8 network runs on LiteRT, without TensorFlow
             load_backend()
-        result = evaluate_folder(data, model_path, out, batch_size=batch_size, precision=precision.value)
+        result = evaluate_folder(data, model_path, out, batch_size=batch_size, precision=precision.value,
+                                 votes=votes)
     except FerBatchError as exc:
         raise fail(exc) from None
     # On stdout: the scores are evaluate's data. The heading says which model (and network) was scored.
     report = result.report
     typer.echo(f"model {report['model_name']} ({model_path}, {report['precision']}) on {data}:")
+    typer.echo("against the folder labels:")
     typer.echo(format_report(report))
-    log.info("report written to %s and %s", result.metrics_path, result.confusion_path)
+    if "ferplus" in report:
+        typer.echo(f"against the FER+ crowd votes ({report['votes']}):")
+        typer.echo(format_crowd_report(report["ferplus"]))
+    charts = [p for p in (result.confusion_path, result.crowd_confusion_path) if p is not None]
+    log.info("report written to %s and %s", result.metrics_path, " and ".join(map(str, charts)))
 
 
 @app.command(short_help="Add an int8 network to a model and measure what it costs.")

@@ -41,6 +41,13 @@ class Optimizer(StrEnum):
     SGD = "sgd"  # with Nesterov momentum 0.9
 
 
+class Selection(StrEnum):
+    """Which validation score picks the epoch that is kept as ``model.keras`` (``--select-by``)."""
+
+    ACCURACY = "accuracy"  # accuracy against the validation folder labels
+    FERPLUS = "ferplus"  # accuracy against the FER+ crowd majority (DATASET/ferplus_labels.csv), faces that have one
+
+
 class DefaultPrecision(StrEnum):
     """Which network a quantised model file runs by default (``quantize --precision``)."""
 
@@ -92,12 +99,14 @@ class TrainConfig:
     teachers: tuple[Path, ...] = ()  # distil: blend these models' mean probabilities into the targets
     teacher_weight: float = 0.5
     mixed_precision: bool = False  # compute in bfloat16 (float32 weights); the saved model.keras is float32
+    select_by: Selection = Selection.ACCURACY
 
     def __post_init__(self) -> None:
         self.dataset, self.out = Path(self.dataset), Path(self.out)
         self.recipe = parse_choice(Recipe, self.recipe, "model recipe")
         self.schedule = parse_choice(Schedule, self.schedule, "schedule")
         self.optimizer = parse_choice(Optimizer, self.optimizer, "optimizer")
+        self.select_by = parse_choice(Selection, self.select_by, "selection score")
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         self.init_from = Path(self.init_from) if self.init_from else None
         self.teachers = tuple(Path(t) for t in self.teachers or ())

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 from matplotlib.ticker import MaxNLocator
+
+if TYPE_CHECKING:  # pandas is in the tensorflow extra: only training's history plot is given a DataFrame
+    import pandas as pd
 
 
 def _integer_epochs(ax: plt.Axes, epochs: pd.Series) -> None:
     """Ticks at whole epochs only: matplotlib's default puts a 5-epoch run's ticks at 1.5, 2.5..."""
-    if epochs.empty:
+    if len(epochs) == 0:
         return
     first, last = int(epochs.min()), int(epochs.max())
     if last - first < 10:
@@ -49,7 +52,8 @@ def plot_history(history: pd.DataFrame, path: Path, title: str = "Training") -> 
     return path
 
 
-def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path, title: str) -> Path:
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path, title: str,
+                          true_label: str = "true class") -> Path:
     """Row-normalised confusion matrix (recall per true class) with the raw counts in each cell."""
     counts = np.asarray(matrix, dtype=float)
     rows = counts.sum(axis=1, keepdims=True)
@@ -60,7 +64,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
     ax.set_xticks(range(n), class_names, rotation=45, ha="right")
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    ax.set_ylabel(true_label)
     for i in range(n):
         for j in range(n):
             colour = "white" if norm[i, j] > 0.5 else "black"

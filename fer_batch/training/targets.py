@@ -19,24 +19,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from fer_batch.errors import DatasetError
 from fer_batch.training.data import ImageSet
-
-FERPLUS_FILE = "ferplus_labels.csv"
-# FER+ vote column for each FER2013 class folder name; contempt, unknown and NF have no FER2013 class.
-FERPLUS_VOTE_COLUMN = {
-    "angry": "anger",
-    "disgust": "disgust",
-    "fear": "fear",
-    "happy": "happiness",
-    "neutral": "neutral",
-    "sad": "sadness",
-    "surprise": "surprise",
-}
-NON_FACE_COLUMN = "NF"
-ALL_VOTE_COLUMNS = (*FERPLUS_VOTE_COLUMN.values(), "contempt", "unknown", NON_FACE_COLUMN)
+from fer_batch.training.votes import (
+    FERPLUS_FILE,
+    class_columns,
+    class_distribution,
+    majority_classes,
+    non_faces,
+    read_vote_table,
+)
 
 
 @dataclass(frozen=True)
@@ -52,25 +45,28 @@ def read_crowd_votes(dataset: Path, split: str, data: ImageSet) -> CrowdVotes:
     path = Path(dataset) / FERPLUS_FILE
     if not path.is_file():
         raise DatasetError(f"FER+ votes requested but {path} is missing")
-    unknown = sorted(set(data.class_names) - set(FERPLUS_VOTE_COLUMN))
-    if unknown:
-        raise DatasetError(f"FER+ votes cover the seven FER2013 classes; this dataset also has {', '.join(unknown)}")
-    table = pd.read_csv(path)
-    missing = sorted(set(ALL_VOTE_COLUMNS + ("file",)) - set(table.columns))
-    if missing:
-        raise DatasetError(f"{path} lacks the column(s) {', '.join(missing)}")
-    table = table.set_index("file")
-    keys = [f"{split}/{name}" for name in data.files]
-    listed = np.asarray(pd.Index(keys).isin(table.index))
-    rows = table.reindex(keys)
-    all_votes = np.nan_to_num(rows[list(ALL_VOTE_COLUMNS)].to_numpy(dtype=np.float64))
-    votes = np.nan_to_num(rows[[FERPLUS_VOTE_COLUMN[name] for name in data.class_names]].to_numpy(dtype=np.float64))
-    class_votes = votes.sum(axis=1, keepdims=True)
-    distribution = np.divide(votes, class_votes, out=np.zeros_like(votes), where=class_votes > 0)
-    total = all_votes.sum(axis=1)
-    # A listed image without votes is one FER+ left out: in FER2013 those are the non-faces.
-    non_face = listed & ((total == 0) | (all_votes[:, -1] * 2 > total))
-    return CrowdVotes(distribution=distribution.astype(np.float32), non_face=non_face)
+    class_columns(data.class_names)  # refuse classes without votes before reading the file
+    counts, listed = read_vote_table(path).align([f"{split}/{name}" for name in data.files])
+    return CrowdVotes(distribution=class_distribution(counts, data.class_names).astype(np.float32),
+                      non_face=non_faces(counts, listed))
+
+
+def crowd_majority_set(dataset: Path, split: str, data: ImageSet) -> ImageSet:
+    """The images of ``data`` with a clear FER+ majority among its classes, labelled with that majority.
+
+    Validation against it (``--select-by ferplus``) measures agreement with the crowd instead of with the
+    single FER2013 annotator; ties and contempt, unknown or not-a-face majorities are left out.
+    """
+    path = Path(dataset) / FERPLUS_FILE
+    if not path.is_file():
+        raise DatasetError(f"selecting by FER+ majority needs {path}, which is missing")
+    class_columns(data.class_names)
+    counts, _ = read_vote_table(path).align([f"{split}/{name}" for name in data.files])
+    labels = majority_classes(counts, data.class_names).labels
+    keep = labels >= 0
+    if not keep.any():
+        raise DatasetError(f"no image of {Path(dataset) / split} has a FER+ majority in {path}")
+    return replace(data.subset(keep), labels=labels[keep], targets=None)
 
 
 def one_hot(data: ImageSet) -> np.ndarray:

@@ -18,6 +18,7 @@ Output folder::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import platform
 import time
@@ -30,14 +31,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_batch.errors import UsageError
+from fer_batch.errors import DatasetError, UsageError
 from fer_batch.model_file import ModelInfo, save_model
-from fer_batch.training.data import TRAIN_SPLIT, ImageSet, load_dataset, make_batches
+from fer_batch.training.data import (
+    TRAIN_SPLIT,
+    VALIDATION_SPLIT,
+    ImageSet,
+    load_dataset,
+    load_image_folder,
+    make_batches,
+)
 from fer_batch.training.metrics import format_report
-from fer_batch.training.options import Optimizer, Recipe, Schedule, TrainConfig, config_from_json
+from fer_batch.training.options import Optimizer, Recipe, Schedule, Selection, TrainConfig, config_from_json
 from fer_batch.training.plots import plot_history
-from fer_batch.training.targets import training_targets
+from fer_batch.training.targets import crowd_majority_set, training_targets
+from fer_batch.training.votes import FERPLUS_FILE, read_vote_table
 
+log = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
 CHECKPOINT_FILE = "checkpoints/last.keras"
 STATE_FILE = "checkpoints/state.json"
@@ -65,7 +75,11 @@ class TrainResult:
 
 
 def _class_weights(data: ImageSet) -> dict[int, float]:
-    counts = np.bincount(data.labels, minlength=len(data.class_names)).astype(float)
+    """Inverse class frequency of what the run fits: the soft targets' class mass when set, else the labels."""
+    if data.targets is not None:
+        counts = data.targets.sum(axis=0).astype(float)
+    else:
+        counts = np.bincount(data.labels, minlength=len(data.class_names)).astype(float)
     weights = len(data) / (len(counts) * np.maximum(counts, 1.0))
     return {i: float(w) for i, w in enumerate(weights)}
 
@@ -241,6 +255,8 @@ def iter_epochs(
     train_set = training_targets(train_set, dataset=config.dataset, split=TRAIN_SPLIT,
                                  ferplus_weight=config.ferplus_weight, drop_non_faces=config.drop_non_faces,
                                  teachers=config.teachers, teacher_weight=config.teacher_weight)
+    if config.select_by is Selection.FERPLUS:
+        val_set = crowd_majority_set(config.dataset, VALIDATION_SPLIT, val_set)
     input_shape = (*config.image_size, 1)
     steps = math.ceil(len(train_set) / config.batch_size)
     if resume:
@@ -283,7 +299,8 @@ def iter_epochs(
             # A mixed-precision run saves a float32 copy, so inference never computes in bfloat16.
             saved = with_dtype_policy(model, "float32") if config.mixed_precision else model
             save_model(saved, out / MODEL_FILE, _model_info(config, train_set.class_names, {
-                "epoch": epoch + 1, "val_accuracy": best, "train_images": len(train_set),
+                "epoch": epoch + 1, "val_accuracy": best, "selected_by": str(config.select_by),
+                "train_images": len(train_set),
                 "validation_images": len(val_set), "machine": platform.machine(),
                 "processor": platform.processor() or platform.machine(),
             }))
@@ -298,18 +315,23 @@ def iter_epochs(
 def write_report(out: Path, validation: ImageSet | None = None) -> dict[str, Any]:
     """Curves, validation metrics and confusion matrix of the best model in ``out``."""
     from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
-    from fer_batch.training.evaluate import evaluate_images  # noqa: PLC0415
+    from fer_batch.training.evaluate import evaluate_images, image_votes  # noqa: PLC0415
 
     out = Path(out)
     plot_history(pd.read_csv(out / HISTORY_FILE), out / "curves.png", title=f"Training: {out.name}")
     classifier = EmotionClassifier.load(out / MODEL_FILE)
+    votes = None
     if validation is None:
         config = json.loads((out / CONFIG_FILE).read_text())
-        from fer_batch.training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
-
-        validation = load_image_folder(Path(config["dataset"]) / VALIDATION_SPLIT, tuple(config["image_size"]),
-                                       class_names=classifier.class_names)
-    return evaluate_images(classifier, validation, out, title="Validation confusion matrix").report
+        folder = Path(config["dataset"]) / VALIDATION_SPLIT
+        validation = load_image_folder(folder, tuple(config["image_size"]), class_names=classifier.class_names)
+        vote_file = Path(config["dataset"]) / FERPLUS_FILE
+        if vote_file.is_file():  # the crowd's scores beside the folder labels', whichever picked the epoch
+            try:
+                votes = image_votes(read_vote_table(vote_file), folder, validation)
+            except DatasetError as exc:  # votes for the training images only: the report has no crowd part
+                log.info("validation not scored against crowd votes: %s", exc)
+    return evaluate_images(classifier, validation, out, title="Validation confusion matrix", votes=votes).report
 
 
 def run_training(
