@@ -75,23 +75,39 @@ def _stage_line(stage: Stage, folder: Path) -> str:
         extras.append(f"random crops after {config['crop_padding']}-pixel padding")
     if config.get("mixed_precision"):
         extras.append("bfloat16 mixed precision")
+    if config.get("class_weights"):
+        extras.append("loss weighted by inverse class frequency")
+    score = "FER+ majority accuracy" if config.get("select_by") == "ferplus" else "accuracy"
     optimizer = OPTIMIZERS[config.get("optimizer", "adam")]
     return (f"* `{stage.name}`: {start}, {config['epochs']} epochs, batch size {config['batch_size']}, {optimizer} at "
             f"{config['learning_rate']} with a {config['schedule']} schedule, augmentation "
             f"{'on' if config['augment'] else 'off'}, seed {config['seed']}"
             + "".join(f", {e}" for e in extras)
             + f"; {history['seconds'].sum() / 3600:.2f} h ({history['seconds'].mean():.0f} s per epoch); best "
-            f"validation accuracy {best['val_accuracy']:.4f} at epoch {int(best['epoch'])} "
+            f"validation {score} {best['val_accuracy']:.4f} at epoch {int(best['epoch'])} "
             f"(`{stage.name}_history.csv`, `{stage.name}_curves.png`).")
+
+
+def kept_stage_lines(card: str) -> dict[str, str]:
+    """Stage name -> its bullet in an earlier card (``* `name`: ...``), for stages whose run is not on this machine."""
+    lines = {}
+    for line in card.splitlines():
+        line = line.strip()
+        if line.startswith("* `") and "`: " in line:
+            lines[line[3:line.index("`: ")]] = line
+    return lines
 
 
 def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
                 throughput: str | None, note: str | None, parameters: int,
-                other_precisions: dict[str, tuple[float, str]] | None = None) -> str:
+                other_precisions: dict[str, tuple[float, str]] | None = None,
+                previous_card: str | None = None) -> str:
     """The card's Markdown; ``other_precisions`` maps precisions other than the default to their accuracy and
-    how to run them."""
+    how to run them. A stage whose run folder is missing keeps its line from ``previous_card`` (the card's text
+    before), with the history and curves files that card already has."""
     paths = stage_paths(plan, root)
     stages = PLANS[plan]
+    kept = kept_stage_lines(previous_card) if previous_card is not None else {}
     lines = [f"# Model card: `{plan}`", ""]
     if note:
         lines += [note, ""]
@@ -107,9 +123,11 @@ def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
         "  ```",
         "",
         "* Stages, in order:",
-        *[f"  {_stage_line(stage, paths[stage.name])}" for stage in stages],
+        *[f"  {kept[stage.name]}" if stage.name in kept and not paths[stage.name].exists()
+          else f"  {_stage_line(stage, paths[stage.name])}" for stage in stages],
         ("* Data: FER2013 `train/` (28,709 images); each run keeps the epoch with the best accuracy on "
-         "`validation/` (PublicTest, 3,589 images). PrivateTest was never used."),
+         "`validation/` (PublicTest, 3,589 images), against the folder labels or, where the stage says so, "
+         "against the FER+ crowd majority. PrivateTest was never used."),
         f"* Hardware: {hardware}.",
         "",
         "## Validation results (FER2013 PublicTest)",
@@ -121,6 +139,16 @@ def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
     ]
     for precision, (accuracy, how) in (other_precisions or {}).items():
         lines.append(f"* at {precision}: accuracy {accuracy:.4f} ({how}).")
+    crowd = report.get("ferplus")
+    if crowd:
+        lines += [
+            (f"* Against the FER+ crowd (ten annotators per face, `ferplus_labels.csv`): **majority accuracy "
+             f"{crowd['accuracy']:.4f}**, macro F1 {crowd['macro_f1']:.4f} over the {crowd['count']} faces with a "
+             f"clear majority; annotator agreement {crowd['annotator_agreement']:.4f}, cross-entropy "
+             f"{crowd['cross_entropy']:.4f}, calibration error {crowd['calibration_error']:.4f}."),
+            "* FER+ majority recall per class: " + ", ".join(
+                f"{name} {row['recall']:.3f}" for name, row in crowd["per_class"].items()) + ".",
+        ]
     if throughput:
         lines.append(f"* Classification throughput: {throughput}.")
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
@@ -145,15 +173,20 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
     from fer_batch.model_file import load_keras_model, stored_precisions  # noqa: PLC0415
     from fer_batch.models import resolve_model  # noqa: PLC0415
     from fer_batch.training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
-    from fer_batch.training.evaluate import evaluate_images, predicted_classes  # noqa: PLC0415
+    from fer_batch.training.evaluate import evaluate_images, image_votes, predicted_classes  # noqa: PLC0415
+    from fer_batch.training.votes import FERPLUS_FILE, read_vote_table  # noqa: PLC0415
 
     paths = stage_paths(plan, root)
     dest.mkdir(parents=True, exist_ok=True)
+    previous = (dest / "README.md").read_text() if (dest / "README.md").is_file() else None
+    kept = kept_stage_lines(previous) if previous else {}
     dataset = None
     for stage in PLANS[plan]:
         if stage.produces_file:
             continue
         folder = paths[stage.name]
+        if not folder.exists() and stage.name in kept:  # an earlier session's run: its card files stay
+            continue
         for file in ("history.csv", "curves.png"):
             shutil.copy(folder / file, dest / f"{stage.name}_{file}")
         dataset = Path(json.loads((folder / "train_config.json").read_text())["dataset"])
@@ -163,7 +196,10 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
     classifier = EmotionClassifier.load(final)
     validation = load_image_folder(dataset / VALIDATION_SPLIT, classifier.input_size,
                                    class_names=classifier.class_names)
-    report = evaluate_images(classifier, validation, dest, title=f"{plan} on validation").report
+    vote_file = dataset / FERPLUS_FILE
+    votes = (image_votes(read_vote_table(vote_file), dataset / VALIDATION_SPLIT, validation)
+             if vote_file.is_file() else None)
+    report = evaluate_images(classifier, validation, dest, title=f"{plan} on validation", votes=votes).report
     # Each other precision is measured on the final file, except float32 for an int8-only file: that is measured
     # on the file it was quantised from, which is also where the parameters are counted.
     stored = stored_precisions(final)
@@ -176,7 +212,8 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
                       for p, (file, how) in others.items()}
     parameters = load_keras_model(float32_file)[0].count_params()
     card = dest / "README.md"
-    card.write_text(render_card(plan, root, report, hardware, throughput, note, parameters, other_accuracy))
+    card.write_text(render_card(plan, root, report, hardware, throughput, note, parameters, other_accuracy,
+                                previous_card=previous))
     return card
 
 
