@@ -65,13 +65,23 @@ class RunSummary:
             return ExitCode.INPUT_ERRORS
         return ExitCode.OK
 
-    def describe(self, noun: str = "input(s)") -> str:
-        """One line for the log: ``17 input(s): 15 with faces (38 faces), 2 without a face, 0 unreadable``."""
-        text = (f"{self.records} {noun}: {self.counts[Status.OK]} with faces ({self.faces} faces), "
-                f"{self.counts[Status.NO_FACE]} without a face, {self.counts[Status.ERROR]} unreadable")
+    def describe(self, *, video: bool = False) -> str:
+        """One line for the log: ``17 input(s): 15 with faces (38 faces), 2 without a face, 0 unreadable``.
+
+        For ``video`` (a record per analysed frame) the line counts the inputs and the analysed frames apart from
+        the error rows, so a video that could not be opened is not counted as a frame. After
+        Ctrl-C the line starts with ``interrupted after``: it is not a finished run's summary.
+        """
+        faces = f"{self.faces} face{'' if self.faces == 1 else 's'}"
+        ok, no_face, errors = (self.counts[s] for s in (Status.OK, Status.NO_FACE, Status.ERROR))
+        if video:
+            text = (f"{self.inputs} input(s), {ok + no_face} frame(s) analysed: {ok} with faces ({faces}), "
+                    f"{no_face} without a face; {errors} error row(s)")
+        else:
+            text = f"{self.records} input(s): {ok} with faces ({faces}), {no_face} without a face, {errors} unreadable"
         if self.dropped_frames:
             text += f"; {self.dropped_frames} sampled frame(s) dropped to keep up with live input"
-        return text
+        return f"interrupted after {text}" if self.interrupted else text
 
 
 def _unanalysed(events: Iterable[Event | Outcome]) -> Iterator[Outcome]:

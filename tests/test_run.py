@@ -70,6 +70,17 @@ def test_summary_maps_to_one_exit_code() -> None:
     assert "dropped" in RunSummary(dropped_frames=3).describe()
 
 
+def test_summary_line_counts_inputs_and_says_when_the_run_was_interrupted() -> None:
+    one = RunSummary(faces=1, inputs=1)
+    one.counts[Status.OK] = 1
+    assert one.describe() == "1 input(s): 1 with faces (1 face), 0 without a face, 0 unreadable"
+    missing_video = RunSummary(inputs=1)
+    missing_video.counts[Status.ERROR] = 1  # its error row is not an analysed frame
+    assert missing_video.describe(video=True) == ("1 input(s), 0 frame(s) analysed: 0 with faces (0 faces), "
+                                                  "0 without a face; 1 error row(s)")
+    assert RunSummary(interrupted=True).describe().startswith("interrupted after 0 input(s): ")
+
+
 def test_every_input_reaches_every_sink_in_order(analyzer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     inputs = [SAMPLE_MEDIA / "grace_hopper.jpg", tmp_path / "missing.jpg", SAMPLE_MEDIA / "chelsea_cat.png"]
     a, b = Recorder(), Recorder()

@@ -13,6 +13,7 @@ from fer_batch.cli.common import (
     ModelOption,
     PrecisionOption,
     app,
+    choice_of,
     fail,
     given,
     load_backend,
@@ -38,58 +39,75 @@ from fer_batch.training.options import (
 def train(
     ctx: typer.Context,
     # Every parameter but --resume and --quiet is the TrainConfig field of its name, whose default it takes.
-    dataset: Annotated[Path, typer.Argument(help="Folder with train/<class>/ and validation/<class>/ images.",
-                                            exists=True, file_okay=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (model.keras, history, charts).")] = Path(
-        "runs/train"),
-    recipe: Annotated[Recipe, typer.Option(help="Architecture: compact (quickest to train; the default), wide, vgg "
-                                                "or resnet.")] = TrainConfig.recipe,
-    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option(min=1)] = TrainConfig.batch_size,
-    learning_rate: Annotated[float, typer.Option(min=0.0)] = TrainConfig.learning_rate,
-    schedule: Annotated[Schedule, typer.Option(help="cosine (decay to 1% over all epochs), constant, or plateau "
-                                                    "(halve after 3 epochs without a lower validation loss).")
-                        ] = TrainConfig.schedule,
-    optimizer: Annotated[Optimizer, typer.Option(help="adam, adamw, or sgd (Nesterov momentum 0.9).")
+    dataset: Annotated[Path, typer.Argument(metavar="DATASET", exists=True, file_okay=False,
+                                            help="Folder with train/<class>/ and validation/<class>/ images.")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
+                                      help="Output folder (model.keras, history, charts).")] = Path("runs/train"),
+    recipe: Annotated[Recipe, typer.Option(**choice_of(Recipe), help="Architecture: compact (quickest to train; the "
+                                                                     "default), wide, vgg or resnet.")
+                      ] = TrainConfig.recipe,
+    epochs: Annotated[int, typer.Option(min=1, metavar="N", help=(
+        "Passes over the training images; the epoch with the best validation accuracy is kept."))
+    ] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Training images per step.")
+                          ] = TrainConfig.batch_size,
+    learning_rate: Annotated[float, typer.Option(min=0.0, metavar="RATE",
+                                                 help="Learning rate at the start (see --schedule).")
+                             ] = TrainConfig.learning_rate,
+    schedule: Annotated[Schedule, typer.Option(**choice_of(Schedule), help=(
+        "cosine (decay to 1% over all epochs), constant, or plateau (halve after 3 epochs without a lower "
+        "validation loss)."))] = TrainConfig.schedule,
+    optimizer: Annotated[Optimizer, typer.Option(**choice_of(Optimizer),
+                                                 help="adam, adamw, or sgd (Nesterov momentum 0.9).")
                          ] = TrainConfig.optimizer,
-    weight_decay: Annotated[float, typer.Option(min=0.0, help="Decoupled weight decay (any optimizer).")
+    weight_decay: Annotated[float, typer.Option(min=0.0, metavar="RATE",
+                                                help="Decoupled weight decay (any optimizer).")
                             ] = TrainConfig.weight_decay,
-    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.5)] = TrainConfig.label_smoothing,
+    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.5, metavar="SHARE", help=(
+        "Move this share of each target's probability evenly onto all classes (0: off)."))
+    ] = TrainConfig.label_smoothing,
     class_weights: Annotated[bool, typer.Option(help="Weight the loss by inverse class frequency.")
                              ] = TrainConfig.class_weights,
     augment: Annotated[bool, typer.Option(help="Random flips, rotations, shifts, zoom, brightness/contrast.")
                        ] = TrainConfig.augment,
     random_erasing: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="With --augment: share of images with one random patch replaced by noise.")
+        min=0.0, max=1.0, metavar="SHARE",
+        help="With --augment: share of images with one random patch replaced by noise.")
                               ] = TrainConfig.random_erasing,
     crop_padding: Annotated[int, typer.Option(
-        min=0, help="With --augment: zero-pad by this many pixels, then crop back at a random position.")
+        min=0, metavar="PIXELS",
+        help="With --augment: zero-pad by this many pixels, then crop back at a random position.")
                             ] = TrainConfig.crop_padding,
-    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
-    name: Annotated[str, typer.Option(help="Model name stored in the model file; it also seeds each epoch's "
-                                           "shuffle and augmentation, so give a fine-tune its own.")
-                    ] = TrainConfig.name,
-    init_from: Annotated[str | None, typer.Option(help="Fine-tune this model (fast, a .keras file or a training "
-                                                       "folder; not accurate, which holds int8 only) instead of a "
-                                                       "new --recipe.")] = None,
+    seed: Annotated[int, typer.Option(metavar="N", help=(
+        "Seeds the new network's weights and, with --name, each epoch's shuffle and augmentation."))
+    ] = TrainConfig.seed,
+    name: Annotated[str, typer.Option(metavar="NAME", help=(
+        "Model name stored in the model file; it also seeds each epoch's shuffle and augmentation, so give a "
+        "fine-tune its own."))] = TrainConfig.name,
+    init_from: Annotated[str | None, typer.Option(metavar="MODEL", help=(
+        "Fine-tune this model (fast, a .keras file or a training folder; not accurate, which holds int8 only) "
+        "instead of a new --recipe."))] = None,
     ferplus_weight: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="Blend this much of the FER+ vote distribution (DATASET/ferplus_labels.csv) into "
-                               "each training target.")] = TrainConfig.ferplus_weight,
+        min=0.0, max=1.0, metavar="WEIGHT", help="Blend this much of the FER+ vote distribution "
+                                                 "(DATASET/ferplus_labels.csv) into each training target.")
+                              ] = TrainConfig.ferplus_weight,
     drop_non_faces: Annotated[bool, typer.Option(
         help="Leave out training images that FER+ annotators marked as not a face.")] = TrainConfig.drop_non_faces,
     flip_average: Annotated[bool, typer.Option(
         help="Store in the model that inference averages each face with its mirror image (twice the cost).")
                             ] = TrainConfig.flip_average,
     teachers: Annotated[list[str] | None, typer.Option(
-        "--teacher", help="Distil from this model (shipped name, .keras file or training folder): blend its "
-                          "probabilities into the targets. Repeat for an ensemble of teachers.")] = None,
-    teacher_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of the teacher in each target.")
+        "--teacher", metavar="MODEL", help="Distil from this model (shipped name, .keras file or training folder): "
+                                           "blend its probabilities into the targets. Repeat for an ensemble of "
+                                           "teachers.")] = None,
+    teacher_weight: Annotated[float, typer.Option(min=0.0, max=1.0, metavar="WEIGHT",
+                                                  help="Share of the teacher in each target.")
                               ] = TrainConfig.teacher_weight,
     mixed_precision: Annotated[bool, typer.Option(
         help="Compute in bfloat16 with float32 weights: faster on CPUs with bfloat16 instructions and on GPUs. "
              "The saved model is float32.")] = TrainConfig.mixed_precision,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No info messages and no validation report.")] = False,
 ) -> None:
     """Train an expression classifier; the output folder can be passed to --model."""
     setup_logging(quiet)
@@ -211,26 +229,33 @@ def evaluate(
 
 @app.command(short_help="Add an int8 network to a model and measure what it costs.")
 def quantize(
-    model: Annotated[str, typer.Argument(help="The model to quantise: fast, a .keras file or a training output "
-                                              "folder (not accurate, which holds int8 only).")],
-    dataset: Annotated[Path, typer.Argument(help="Folder with train/<class>/ (calibration images) and, optionally, "
-                                                 "validation/<class>/ (to measure the cost in accuracy).",
-                                            exists=True, file_okay=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The new model file (.keras).", dir_okay=False)],
-    precision: Annotated[DefaultPrecision, typer.Option(help="What the new file runs by default: int8 or float32.")
+    # The arguments are described in the docstring: Typer's Arguments section adds the raw type (<str>).
+    model: Annotated[str, typer.Argument(metavar="MODEL", hidden=True)],
+    dataset: Annotated[Path, typer.Argument(metavar="DATASET", hidden=True, exists=True, file_okay=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", dir_okay=False,
+                                      help="The new model file (.keras).")],
+    precision: Annotated[DefaultPrecision, typer.Option(**choice_of(DefaultPrecision),
+                                                        help="What the new file runs by default: int8 or float32.")
                          ] = DefaultPrecision.INT8,
     flip_average: Annotated[bool | None, typer.Option(
         help="Average each face with its mirror image at inference (default: as the source model).")] = None,
-    name: Annotated[str | None, typer.Option(help="Model name stored in the file (default: the source's).")
+    name: Annotated[str | None, typer.Option(metavar="NAME",
+                                             help="Model name stored in the file (default: the source's).")
                  ] = None,
-    calibration_images: Annotated[int, typer.Option(min=1, help="Training images used to measure activation "
-                                                                "ranges.")] = 500,
-    seed: Annotated[int, typer.Option()] = 1337,
+    calibration_images: Annotated[int, typer.Option(min=1, metavar="N",
+                                                    help="Training images used to measure activation ranges.")
+                                  ] = 500,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seeds the draw of the calibration images.")] = 1337,
     int8_only: Annotated[bool, typer.Option(
         help="Leave the float32 network out of the new file (a fraction of the size; it then runs at int8 only).")
     ] = False,
 ) -> None:
-    """Add an int8 copy of a model's network (several times faster on a CPU) and measure what it costs."""
+    """Add an int8 copy of a model's network (several times faster on a CPU) and measure what it costs.
+
+    MODEL: the model to quantise: fast, a .keras file or a training output folder (not accurate, which holds
+    int8 only). DATASET: a folder with train/<class>/ (calibration images) and, optionally, validation/<class>/
+    (to measure the cost in accuracy).
+    """
     setup_logging(False)
     try:
         model_path = resolve_model(model)  # before TensorFlow loads: a wrong name is reported at once
