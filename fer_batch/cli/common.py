@@ -18,7 +18,7 @@ import typer
 
 from fer_batch import __version__
 from fer_batch.classify import Precision
-from fer_batch.errors import FerBatchError
+from fer_batch.errors import FerBatchError, UsageError
 
 app = typer.Typer(
     name="fer-batch",
@@ -127,6 +127,12 @@ def discard_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+def missing_extra(command: str, exc: ModuleNotFoundError) -> UsageError:
+    """What ``command`` says on an install without the tensorflow extra: the module it lacks, and how to add it."""
+    return UsageError(f'{command} needs TensorFlow, Keras and pandas, and this install lacks {exc.name or exc}: '
+                      'pip install "fer-batch[tensorflow]" adds them')
 
 
 def fail(exc: FerBatchError) -> typer.Exit:

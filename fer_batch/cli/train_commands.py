@@ -18,10 +18,12 @@ from fer_batch.cli.common import (
     given,
     load_backend,
     log,
+    missing_extra,
     runs_float32,
     setup_logging,
 )
 from fer_batch.errors import ExitCode, FerBatchError
+from fer_batch.model_file import require_float32
 from fer_batch.models import DEFAULT_MODEL, resolve_model
 from fer_batch.sources import IMAGE_SUFFIXES
 from fer_batch.training.options import (
@@ -111,16 +113,8 @@ def train(
 ) -> None:
     """Train an expression classifier; the output folder can be passed to --model."""
     setup_logging(quiet)
-    from fer_batch.training.metrics import format_report  # noqa: PLC0415
-    from fer_batch.training.train import run_training  # noqa: PLC0415
-
     # TrainConfig turns the names of paths and choices into Path and enum values.
     config = TrainConfig(**{key: value for key, value in ctx.params.items() if key not in ("resume", "quiet")})
-    plan = _training_plan(config, resume)
-    if plan:
-        log.info("%s", plan)  # at once: the first epoch can take minutes, and TensorFlow seconds to load
-    _warn_training_options(ctx, config, resume)
-    load_backend()
 
     def on_epoch(r):  # type: ignore[no-untyped-def]
         m = r.metrics
@@ -129,7 +123,17 @@ def train(
                  m.get("val_accuracy", 0), m.get("learning_rate", 0), r.seconds, "  *best" if r.best else "")
 
     try:
+        from fer_batch.training.metrics import format_report  # noqa: PLC0415
+        from fer_batch.training.train import run_training  # noqa: PLC0415
+
+        plan = _training_plan(config, resume)
+        if plan:
+            log.info("%s", plan)  # at once: the first epoch can take minutes, and TensorFlow seconds to load
+        _warn_training_options(ctx, config, resume)
+        load_backend()
         result = run_training(config, resume=resume, on_epoch=on_epoch)
+    except ModuleNotFoundError as exc:  # an install without the tensorflow extra (Keras, pandas...)
+        raise fail(missing_extra("train", exc)) from None
     except FerBatchError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
@@ -259,13 +263,16 @@ def quantize(
     setup_logging(False)
     try:
         model_path = resolve_model(model)  # before TensorFlow loads: a wrong name is reported at once
-        check_precision(precision, int8_only)  # and so is this mistake
+        check_precision(precision, int8_only)  # and so are these mistakes
+        require_float32(model_path)
         load_backend()
         from fer_batch.training.quantize import quantize_model  # noqa: PLC0415 - imports Keras
 
         result = quantize_model(model_path, dataset, out, name=name, precision=precision,
                                 flip_average=flip_average, calibration_images=calibration_images, seed=seed,
                                 int8_only=int8_only)
+    except ModuleNotFoundError as exc:  # an install without the tensorflow extra
+        raise fail(missing_extra("quantize", exc)) from None
     except FerBatchError as exc:
         raise fail(exc) from None
     log.info("int8 network: %.0f kB, calibrated on %d training images; written to %s (%.1f MB%s)",
