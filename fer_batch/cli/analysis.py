@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from fer_batch.frames import FrameSource
     from fer_batch.pipeline import Analyzer
     from fer_batch.ray_engine import RayConfig
+    from fer_batch.run import RunSummary
     from fer_batch.sinks import Sink
 
 
@@ -214,11 +215,7 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
         discard_stdout()
         raise typer.Exit(int(summary.exit_code))  # nobody reads any more: no summary line either
     log.info("%s%s", summary.describe(video=video), "" if options.out == "-" else f"; results in {options.out}")
-    if summary.counts[Status.NO_FACE] and not summary.counts[Status.OK] and not summary.interrupted:
-        # Why a crowd seen from above gave nothing: the likeliest cause is a setting the user can change.
-        log.info("no face found in any %s: faces smaller than --min-face-size (%d px) or scored below --threshold "
-                 "are not reported (or there are none); try a smaller --min-face-size or a lower --threshold",
-                 "analysed frame" if video else "image", options.min_face_size)
+    _hint_no_faces(summary, options, video=video)
     if summary.interrupted:
         again = ("" if options.out == "-" else "; run the same command with --overwrite to redo it"
                  if output_format in BINARY_FORMATS else "; the same command with --resume finishes it")
@@ -228,6 +225,23 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
     if tables and not options.quiet:
         typer.echo("\n".join(tables), err=True)  # the summaries were asked for; otherwise one log line ends a run
     raise typer.Exit(int(summary.exit_code))
+
+
+def _hint_no_faces(summary: RunSummary, options: AnalysisOptions, *, video: bool) -> None:
+    """Why a crowd seen from above gave nothing: the likeliest cause is a setting the user can change.
+
+    For video, each video in which no analysed frame had a face is named; for photos (where a photo without a
+    face is common), only a run in which no photo had one gets the hint.
+    """
+    if summary.interrupted or not summary.faceless or (not video and summary.counts[Status.OK]):
+        return
+    where = "any image" if not video else (
+        "any analysed frame" if summary.counts[Status.OK] == 0 else
+        f"{summary.faceless} of {summary.inputs} input(s) ({', '.join(summary.faceless_examples)}"
+        f"{', ...' if summary.faceless > len(summary.faceless_examples) else ''})")
+    log.info("no face found in %s: faces smaller than --min-face-size (%d px) or scored below --threshold are not "
+             "reported (or there are none); try a smaller --min-face-size or a lower --threshold", where,
+             options.min_face_size)
 
 
 def _check_writable(out: str) -> None:
