@@ -182,14 +182,19 @@ def save_model(model: Any, path: Path, info: ModelInfo) -> Path:
     return path
 
 
-def load_keras_model(path: Path) -> tuple[Any, ModelInfo]:
-    """Load the Keras model and its metadata (imports Keras lazily)."""
-    info = read_info(path)
+def require_float32(path: Path) -> None:
+    """A :class:`ModelError` for a model file without its float32 network (an int8-only file); no Keras needed."""
     if "float32" not in stored_precisions(path):
-        source = info.training.get("quantized", {}).get("from", "unknown")
+        source = read_info(path).training.get("quantized", {}).get("from", "unknown")
         raise ModelError(f"{path} holds only its int8 network (the float32 weights were left out to keep the file "
                          f"small): run it at int8, or use the float32 model it was quantised from ({source!r}; "
                          "for a shipped model, `python -m fer_batch.training.reproduce` rebuilds it)")
+
+
+def load_keras_model(path: Path) -> tuple[Any, ModelInfo]:
+    """Load the Keras model and its metadata (imports Keras lazily)."""
+    info = read_info(path)
+    require_float32(path)
     import keras  # noqa: PLC0415 - TensorFlow is heavy; load it only when a model is needed
 
     try:

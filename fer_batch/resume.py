@@ -47,6 +47,7 @@ class ResumePoint:
     sources: int = 0  # runs of records of one source kept: the first ``sources`` inputs, in input order
     size: int = 0  # bytes: the length the output was truncated to
     counts: Mapping[str, int] = field(default_factory=dict)  # runs kept per source: an input named twice, twice
+    redone: bool = False  # the output held one more source after these, cut off to be redone
 
     @property
     def append(self) -> bool:
@@ -88,7 +89,7 @@ def resume_output(path: str | Path, fmt: str | OutputFormat, class_names: Sequen
     and for the same command (``video``), else :class:`UsageError`, as for a file that is not a fer-batch
     output at all.
     """
-    path = Path(path)
+    given, path = str(path), Path(path)  # errors name the output as the user gave it
     try:
         stream = path.open("rb")
     except FileNotFoundError:
@@ -97,14 +98,14 @@ def resume_output(path: str | Path, fmt: str | OutputFormat, class_names: Sequen
     kept = sources = size = 0
     source, count, end = "", 0, 0  # the run of records of one source being read
     with stream:
-        for entry in _entries(stream, OutputFormat(fmt), tuple(class_names), video, path.name):
+        for entry in _entries(stream, OutputFormat(fmt), tuple(class_names), video, given):
             if count and entry.record.source != source:
                 done[source] += 1
                 kept, sources, size = kept + count, sources + 1, end
                 count = 0
             source, count, end = entry.record.source, count + 1, entry.end
     os.truncate(path, size)  # the last source, perhaps incomplete, goes: it will be redone
-    return ResumePoint(frozenset(done), kept, sources, size, dict(done))
+    return ResumePoint(frozenset(done), kept, sources, size, dict(done), redone=count > 0)
 
 
 def resume_run(path: str | Path, fmt: str | OutputFormat, class_names: Sequence[str], source: FrameSource,
@@ -151,13 +152,13 @@ def read_records(path: str | Path, fmt: str | OutputFormat, class_names: Sequenc
     which has no ``width``/``height`` (None); a missing score is NaN. A partial last line is skipped, but the
     last record may still lack some of its faces: read after :func:`resume_output` for complete sources only.
     """
-    path = Path(path)
+    given, path = str(path), Path(path)  # errors name the output as the user gave it
     try:
         stream = path.open("rb")
     except FileNotFoundError:
         return
     with stream:
-        for entry in _entries(stream, OutputFormat(fmt), tuple(class_names), video, path.name):
+        for entry in _entries(stream, OutputFormat(fmt), tuple(class_names), video, given):
             yield entry.record
 
 

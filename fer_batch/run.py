@@ -30,6 +30,7 @@ from fer_batch.records import Status
 from fer_batch.sinks import Sink
 
 log = logging.getLogger(__name__)
+FACELESS_EXAMPLES = 3  # inputs without a face that a summary names
 
 
 class Analysis(Protocol):
@@ -49,6 +50,11 @@ class RunSummary:
     output_failures: int = 0  # outputs besides the rows (charts, copies, summaries) that could not be written
     interrupted: bool = False  # Ctrl-C
     broken_pipe: bool = False  # the reader of stdout went away
+    faceless: int = 0  # inputs read (not only error records) in which no face was found
+    faceless_examples: list[str] = field(default_factory=list)  # the first few of them, for a hint
+    # the input being read: records without an error, and faces in them (for ``faceless``)
+    _frames_now: int = field(default=0, repr=False)
+    _faces_now: int = field(default=0, repr=False)
 
     @property
     def records(self) -> int:
@@ -65,13 +71,23 @@ class RunSummary:
             return ExitCode.INPUT_ERRORS
         return ExitCode.OK
 
-    def describe(self, noun: str = "input(s)") -> str:
-        """One line for the log: ``17 input(s): 15 with faces (38 faces), 2 without a face, 0 unreadable``."""
-        text = (f"{self.records} {noun}: {self.counts[Status.OK]} with faces ({self.faces} faces), "
-                f"{self.counts[Status.NO_FACE]} without a face, {self.counts[Status.ERROR]} unreadable")
+    def describe(self, *, video: bool = False) -> str:
+        """One line for the log: ``17 input(s): 15 with faces (38 faces), 2 without a face, 0 unreadable``.
+
+        For ``video`` (a record per analysed frame) the line counts the inputs and the analysed frames apart from
+        the error rows, so a video that could not be opened is not counted as a frame. After
+        Ctrl-C the line starts with ``interrupted after``: it is not a finished run's summary.
+        """
+        faces = f"{self.faces} face{'' if self.faces == 1 else 's'}"
+        ok, no_face, errors = (self.counts[s] for s in (Status.OK, Status.NO_FACE, Status.ERROR))
+        if video:
+            text = (f"{self.inputs} input(s), {ok + no_face} frame(s) analysed: {ok} with faces ({faces}), "
+                    f"{no_face} without a face; {errors} error row(s)")
+        else:
+            text = f"{self.records} input(s): {ok} with faces ({faces}), {no_face} without a face, {errors} unreadable"
         if self.dropped_frames:
             text += f"; {self.dropped_frames} sampled frame(s) dropped to keep up with live input"
-        return text
+        return f"interrupted after {text}" if self.interrupted else text
 
 
 def _unanalysed(events: Iterable[Event | Outcome]) -> Iterator[Outcome]:
@@ -139,6 +155,9 @@ def _dispatch(outcome: Outcome, sinks: Sequence[Sink], summary: RunSummary) -> N
     if isinstance(outcome, Analysed):
         summary.counts[outcome.result.status] += 1
         summary.faces += len(outcome.result.faces)
+        if outcome.result.status is not Status.ERROR:
+            summary._frames_now += 1
+            summary._faces_now += len(outcome.result.faces)
         for sink in sinks:
             sink.receive(outcome.result, outcome.frame)
     elif isinstance(outcome, Frame):
@@ -147,5 +166,10 @@ def _dispatch(outcome: Outcome, sinks: Sequence[Sink], summary: RunSummary) -> N
     elif isinstance(outcome, SourceEnd):
         summary.inputs += 1
         summary.dropped_frames += outcome.dropped_frames
+        if summary._frames_now and not summary._faces_now:
+            summary.faceless += 1
+            if len(summary.faceless_examples) < FACELESS_EXAMPLES:  # a million photos of landscapes: a few names
+                summary.faceless_examples.append(outcome.source)
+        summary._frames_now = summary._faces_now = 0
         for sink in sinks:
             sink.end_source(outcome)

@@ -83,7 +83,12 @@ def iter_sources(
     for raw in inputs:
         text = str(raw)
         if text == STDIN:
-            yield from iter_sources(_stdin_paths(stdin or sys.stdin), suffixes=suffixes, live=live)
+            empty = True
+            for item in iter_sources(_stdin_paths(stdin or sys.stdin), suffixes=suffixes, live=live):
+                empty = False
+                yield item
+            if empty:  # as for an empty folder: a row says why, and the run's exit code is 1
+                yield SourceItem(source=STDIN, path=None, error="no paths on stdin")
             continue
         if live and _looks_live(text):
             from fer_batch.streams import live_target  # noqa: PLC0415 - only for live inputs

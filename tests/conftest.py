@@ -73,10 +73,18 @@ def fer_batch_command() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "fer_batch"]
 
 
+# Runs ARGV with SIGINT at its default action. A suite started in the background (``python -m pytest &``,
+# ``nohup``) inherits SIGINT ignored, and Python installs its KeyboardInterrupt handler only where SIGINT is
+# not ignored, so the run would never see Ctrl-C. exec keeps a default action (not preexec_fn: unsafe when the
+# test process has threads).
+_WITH_DEFAULT_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                        "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
 def interrupt_when(args: list[str], ready: Callable[[], bool], timeout_s: float = 120) -> tuple[int, str]:
     """Run ``fer-batch ARGS``, send Ctrl-C (SIGINT) once ``ready()`` is true; returns (exit code, stderr)."""
-    proc = subprocess.Popen([*fer_batch_command(), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-c", _WITH_DEFAULT_SIGINT, *fer_batch_command(), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not ready():
         time.sleep(0.2)

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -130,7 +131,8 @@ def test_ctrl_c_leaves_a_valid_json_file(tiny_model_path: Path, tmp_path: Path) 
     assert code == 130, stderr
     data = json.loads(out.read_text())
     assert 3 <= len(data) < 300
-    assert "interrupted" in stderr
+    assert "interrupted after" in stderr  # the summary line does not read like a finished run's
+    assert f"the output holds the {len(data)} input(s) finished so far" in stderr
 
 
 def test_version_option_and_attribute(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,6 +169,19 @@ def test_help_at_80_columns_shows_every_option_name_whole() -> None:
         assert max(map(len, proc.stdout.splitlines())) <= 80, command
         words = set(proc.stdout.replace(",", " ").replace("/", " ").split())
         assert set(names) <= words, (command, set(names) - words)
+
+
+@pytest.mark.parametrize("command", [
+    "images", "video", "train", "quantize", "evaluate",
+])
+def test_help_shows_no_raw_type_names(command: str) -> None:
+    """`{inputs}...`, `<list[str]>`, `<str>`, `<int range>` are Typer's names for Python types, not help."""
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, [command, "--help"], prog_name="fer-batch")
+    assert result.exit_code == 0, result.output
+    raw = re.findall(r"<(?:list\[\w+\]|str|int|float|int range|float range|path)>|\{[a-z_]+\}", result.output)
+    assert not raw, raw
 
 
 def test_closed_stdout_ends_the_run_quietly(tiny_model_path: Path, tmp_path: Path) -> None:

@@ -70,6 +70,33 @@ def test_summary_maps_to_one_exit_code() -> None:
     assert "dropped" in RunSummary(dropped_frames=3).describe()
 
 
+def test_summary_line_counts_inputs_and_says_when_the_run_was_interrupted() -> None:
+    one = RunSummary(faces=1, inputs=1)
+    one.counts[Status.OK] = 1
+    assert one.describe() == "1 input(s): 1 with faces (1 face), 0 without a face, 0 unreadable"
+    missing_video = RunSummary(inputs=1)
+    missing_video.counts[Status.ERROR] = 1  # its error row is not an analysed frame
+    assert missing_video.describe(video=True) == ("1 input(s), 0 frame(s) analysed: 0 with faces (0 faces), "
+                                                  "0 without a face; 1 error row(s)")
+    assert RunSummary(interrupted=True).describe().startswith("interrupted after 0 input(s): ")
+
+
+def test_summary_counts_the_inputs_read_without_any_face() -> None:
+    """What the hint after a run names: inputs read fine in which no frame had a face (not unreadable ones)."""
+    from fer_batch.frames import Analysed
+    from fer_batch.records import FaceResult
+
+    face = FaceResult(0, Box(0, 0, 10, 10), 0.9, "happy", 0.9, {"happy": 0.9})
+    events = [Analysed(FrameResult("crowd.mp4", Status.NO_FACE)), Analysed(FrameResult("crowd.mp4", Status.NO_FACE)),
+              SourceEnd("crowd.mp4"),
+              Analysed(FrameResult("talk.mp4", Status.NO_FACE)), Analysed(FrameResult("talk.mp4", Status.OK, (face,))),
+              SourceEnd("talk.mp4"),
+              Analysed(FrameResult("missing.mp4", Status.ERROR, error="no such file")), SourceEnd("missing.mp4"),
+              *[e for i in range(4) for e in (Analysed(FrameResult(f"{i}.mp4", Status.NO_FACE)), SourceEnd(f"{i}.mp4"))]]
+    summary = run(events, None, [])
+    assert summary.faceless == 5 and summary.faceless_examples == ["crowd.mp4", "0.mp4", "1.mp4"]
+
+
 def test_every_input_reaches_every_sink_in_order(analyzer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     inputs = [SAMPLE_MEDIA / "grace_hopper.jpg", tmp_path / "missing.jpg", SAMPLE_MEDIA / "chelsea_cat.png"]
     a, b = Recorder(), Recorder()

@@ -54,6 +54,12 @@ def test_stdin_paths(tmp_path: Path) -> None:
     assert [i.path for i in items] == [b, a]
 
 
+def test_empty_stdin_is_an_input_error_as_an_empty_folder_is() -> None:
+    # `fer-batch images - </dev/null`: a row says why, so the run exits with code 1 rather than 0 with no rows
+    items = list(iter_sources(["-"], stdin=io.StringIO("\n")))
+    assert [(i.source, i.path, i.error) for i in items] == [("-", None, "no paths on stdin")]
+
+
 def test_zero_byte_truncated_and_fake_files_raise_input_error(tmp_path: Path) -> None:
     zero = tmp_path / "zero.jpg"
     zero.write_bytes(b"")

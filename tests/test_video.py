@@ -467,6 +467,9 @@ def test_cli_video_rows_errors_charts_summary_and_annotation(model_file: Path, t
     assert json.loads((tmp_path / "res" / "tracks.json").read_text()) == []  # haar finds no face in squares
     assert "photo.jpg: this is a JPEG image" in proc.stderr
     assert "no face tracks" in proc.stderr  # --summary: its short table on stderr
+    # The unreadable inputs are counted as error rows, not as frames; a run without any face says what may help.
+    assert "3 input(s), 15 frame(s) analysed: 0 with faces (0 faces), 15 without a face; 2 error row(s)" in proc.stderr
+    assert "no face found in any analysed frame: faces smaller than --min-face-size (20 px)" in proc.stderr
 
 
 def test_cli_paths_on_stdin_to_jsonl(model_file: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from fer_batch.cli.common import (
     ModelOption,
     PrecisionOption,
     app,
+    choice_of,
     discard_stdout,
     fail,
     given,
@@ -36,12 +37,14 @@ from fer_batch.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DEFAULT_TH
 from fer_batch.errors import ExitCode, FerBatchError, UsageError
 from fer_batch.models import DEFAULT_MODEL, resolve_model, shipped_models
 from fer_batch.ray_engine import Engine
+from fer_batch.records import Status
 from fer_batch.writers import OutputFormat
 
 if TYPE_CHECKING:
     from fer_batch.frames import FrameSource
     from fer_batch.pipeline import Analyzer
     from fer_batch.ray_engine import RayConfig
+    from fer_batch.run import RunSummary
     from fer_batch.sinks import Sink
 
 
@@ -49,38 +52,39 @@ if TYPE_CHECKING:
 class AnalysisOptions:
     """The options that ``images`` and ``video`` share, declared once (see :func:`_analysis_command`)."""
 
-    out: Annotated[str, typer.Option("--out", "-o", help=(
+    out: Annotated[str, typer.Option("--out", "-o", metavar="FILE", help=(
         "Output file, or - for stdout; with --engine ray also a folder (DIR/) for Ray's part files."))] = "-"
     fmt: Annotated[OutputFormat | None, typer.Option(
-        "--format", "-f", help="Output format; default: from --out's extension, csv for stdout, parquet for a "
-                               "folder of parts.")] = None
+        "--format", "-f", **choice_of(OutputFormat),
+        help="Output format; default: from --out's extension, csv for stdout, parquet for a folder of parts.")] = None
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted run: skip the inputs already complete in --out, append the "
                          "rest.")] = False
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing --out file (without it, an existing file is refused).")] = False
     model: ModelOption = DEFAULT_MODEL
-    detector: Annotated[DetectorName, typer.Option("--detector", "-d", help=(
+    detector: Annotated[DetectorName, typer.Option("--detector", "-d", **choice_of(DetectorName), help=(
         "Face detector: yunet (shipped in the package, fast, the default), mtcnn (needs TensorFlow), haar."))
     ] = DEFAULT_DETECTOR
-    min_face_size: Annotated[int, typer.Option(min=8, help="Smallest face to detect, in pixels.")
+    min_face_size: Annotated[int, typer.Option(min=8, metavar="PIXELS", help="Smallest face to detect, in pixels.")
                              ] = DEFAULT_MIN_FACE_SIZE
-    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, show_default=False, help=(
+    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, show_default=False, metavar="SCORE", help=(
         "Minimum face confidence (det_score); default: "
         + ", ".join(f"{d.value} {v}" for d, v in DEFAULT_THRESHOLDS.items()) + ". Not used by haar."))] = None
-    batch_size: Annotated[int, typer.Option(min=1, help="Faces per classifier call.")] = DEFAULT_BATCH_SIZE
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Faces per classifier call.")
+                          ] = DEFAULT_BATCH_SIZE
     precision: PrecisionOption = Precision.AUTO
-    workers: Annotated[int | None, typer.Option(min=1, show_default=False, help=(
+    workers: Annotated[int | None, typer.Option(min=1, show_default=False, metavar="N", help=(
         "Threads for decoding, detection and classification (default: the CPUs this process may use); with "
         "--engine ray, actors per stage (default: half the cluster's CPUs)."))] = None
-    engine: Annotated[Engine, typer.Option(help=(
+    engine: Annotated[Engine, typer.Option(**choice_of(Engine), help=(
         "Where the job runs: this process, or a Ray cluster (needs the ray extra: pip install "
         "\"fer-batch[ray]\")."))] = Engine.LOCAL
-    ray_address: Annotated[str | None, typer.Option(show_default=False, help=(
+    ray_address: Annotated[str | None, typer.Option(show_default=False, metavar="HOST:PORT", help=(
         "With --engine ray: the cluster to run on (HEAD:6379, or auto); default: a local cluster on this "
         "machine's CPUs."))] = None
     save_crops: Annotated[Path | None, typer.Option(
-        help="Write every face crop as a PNG into this folder.", file_okay=False)] = None
+        metavar="DIR", help="Write every face crop as a PNG into this folder.", file_okay=False)] = None
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No progress bar, summary table or info messages.")] = False
 
@@ -182,7 +186,9 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
         point = ResumePoint()
         if options.resume:  # once the model has loaded: cuts the output after its last complete input
             point = resume_run(options.out, output_format, class_names, source, sinks, video=video)
-            log.info("resuming %s: %d input(s) complete in it are skipped", options.out, point.sources)
+            if point.redone:  # its last input may have been cut off: say so, so that the counts add up
+                log.info("resuming %s: it holds %d input(s); the first %d are skipped, the last is redone (it may "
+                         "have been cut off)", options.out, point.sources + 1, point.sources)
         events: Any = source
         if on_ray:
             from fer_batch.ray_engine import ray_outcomes  # noqa: PLC0415
@@ -208,7 +214,8 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
     if summary.broken_pipe:
         discard_stdout()
         raise typer.Exit(int(summary.exit_code))  # nobody reads any more: no summary line either
-    log.info("%s%s", summary.describe(noun), "" if options.out == "-" else f"; results in {options.out}")
+    log.info("%s%s", summary.describe(video=video), "" if options.out == "-" else f"; results in {options.out}")
+    _hint_no_faces(summary, options, video=video)
     if summary.interrupted:
         again = ("" if options.out == "-" else "; run the same command with --overwrite to redo it"
                  if output_format in BINARY_FORMATS else "; the same command with --resume finishes it")
@@ -218,6 +225,23 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
     if tables and not options.quiet:
         typer.echo("\n".join(tables), err=True)  # the summaries were asked for; otherwise one log line ends a run
     raise typer.Exit(int(summary.exit_code))
+
+
+def _hint_no_faces(summary: RunSummary, options: AnalysisOptions, *, video: bool) -> None:
+    """Why a crowd seen from above gave nothing: the likeliest cause is a setting the user can change.
+
+    For video, each video in which no analysed frame had a face is named; for photos (where a photo without a
+    face is common), only a run in which no photo had one gets the hint.
+    """
+    if summary.interrupted or not summary.faceless or (not video and summary.counts[Status.OK]):
+        return
+    where = "any image" if not video else (
+        "any analysed frame" if summary.counts[Status.OK] == 0 else
+        f"{summary.faceless} of {summary.inputs} input(s) ({', '.join(summary.faceless_examples)}"
+        f"{', ...' if summary.faceless > len(summary.faceless_examples) else ''})")
+    log.info("no face found in %s: faces smaller than --min-face-size (%d px) or scored below --threshold are not "
+             "reported (or there are none); try a smaller --min-face-size or a lower --threshold", where,
+             options.min_face_size)
 
 
 def _check_writable(out: str) -> None:
@@ -290,11 +314,10 @@ def _run_parts(ctx: typer.Context, options: AnalysisOptions, source: FrameSource
     if outputs(class_names):
         raise UsageError("--plot, --plot-path, --summary, --annotate and --show need the rows in one place: use "
                          "--out FILE with --engine ray")
-    noun = "frame(s)" if video else "input(s)"
     summary = write_parts(source.pending(), _ray_config(options, model_path, source), class_names, folder, fmt,
                           video=video)
-    log.info("%s; %d part file(s) in %s", summary.describe(noun), part_count(folder) if folder.is_dir() else 0,
-             folder)
+    parts = part_count(folder) if folder.is_dir() else 0
+    log.info("%s; %d part file(s) in %s", summary.describe(video=video), parts, folder)
     if summary.interrupted:
         log.warning("interrupted: the part files written so far are in %s", folder)
     raise typer.Exit(int(summary.exit_code))
@@ -331,11 +354,14 @@ def _clear_parts_folder(folder: Path, source: FrameSource, *, overwrite: bool) -
 @_analysis_command
 def images(
     ctx: typer.Context,
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or - for paths "
-                                                     "on stdin, one per line.")],
+    # The argument is described in the docstring: Typer's Arguments section adds the raw type (<list[str]>).
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT", hidden=True)],
     options: AnalysisOptions,
 ) -> None:
-    """Detect faces in images and classify their expressions: one row per face."""
+    """Detect faces in images and classify their expressions: one row per face.
+
+    INPUT: image files, folders (searched recursively) or - for paths on stdin, one per line.
+    """
     setup_logging(options.quiet)
     from fer_batch.frames import FrameSource  # noqa: PLC0415
 
@@ -346,36 +372,37 @@ def images(
 @_analysis_command
 def video(
     ctx: typer.Context,
-    inputs: Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively for video "
-                                                     "suffixes), stream URLs (rtsp://, http://, udp://...), "
-                                                     "cameras (camera:0) or - for paths on stdin.")],
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT", hidden=True)],  # described in the docstring
     options: AnalysisOptions,
-    fps: Annotated[float | None, typer.Option(help="Analyse at most this many frames per second of video "
-                                                   "(default: 5, unless --every is given).",
-                                              show_default=False)] = None,
-    every: Annotated[int | None, typer.Option(min=1, help="Analyse every Nth frame (--every 1: all frames).",
-                                              show_default=False)] = None,
+    fps: Annotated[float | None, typer.Option(metavar="FPS", show_default=False, help=(
+        "Analyse at most this many frames per second of video (default: 5, unless --every is given)."))] = None,
+    every: Annotated[int | None, typer.Option(min=1, metavar="N", show_default=False,
+                                              help="Analyse every Nth frame (--every 1: all frames).")] = None,
     plot: Annotated[bool, typer.Option("--plot", help="Write an emotion-over-time PNG per video, beside --out "
                                                       "(current folder for stdout).")] = False,
-    plot_path: Annotated[Path | None, typer.Option(help="Chart file (.png) or folder; implies --plot.")] = None,
-    smooth: Annotated[float, typer.Option(min=0.0, help="Smooth the chart lines over this many seconds (0: off); "
-                                                        "charts only, not the rows or --annotate.")] = 0.0,
-    summary_path: Annotated[Path | None, typer.Option("--summary", help="Write per-track summaries here "
-                                                      "(.csv or .json) and print a short table of them.")] = None,
-    annotate: Annotated[Path | None, typer.Option(help="Write a copy of the video with boxes, track IDs and "
-                                                       "expressions to this .mp4 (one per video).",
-                                                  dir_okay=False)] = None,
+    plot_path: Annotated[Path | None, typer.Option(metavar="PATH",
+                                                   help="Chart file (.png) or folder; implies --plot.")] = None,
+    smooth: Annotated[float, typer.Option(min=0.0, metavar="SECONDS", help=(
+        "Smooth the chart lines over this many seconds (0: off); charts only, not the rows or --annotate."))] = 0.0,
+    summary_path: Annotated[Path | None, typer.Option("--summary", metavar="FILE", help=(
+        "Write per-track summaries here (.csv or .json) and print a short table of them."))] = None,
+    annotate: Annotated[Path | None, typer.Option(metavar="FILE", dir_okay=False, help=(
+        "Write a copy of the video with boxes, track IDs and expressions to this .mp4 (one per video)."))] = None,
     show: Annotated[bool, typer.Option("--show", help="Show the annotated frames in a window (needs a display "
                                                       "and OpenCV with window support); q stops.")] = False,
-    duration: Annotated[float | None, typer.Option(min=0.0, show_default=False, help=(
+    duration: Annotated[float | None, typer.Option(min=0.0, show_default=False, metavar="SECONDS", help=(
         "Stop each stream or camera after this many seconds of stream time (default: until it ends)."))] = None,
-    stream_timeout: Annotated[float | None, typer.Option(min=0.0, show_default=False, help=(
+    stream_timeout: Annotated[float | None, typer.Option(min=0.0, show_default=False, metavar="SECONDS", help=(
         "Seconds without a frame before a stream or camera counts as stalled: an error row (default: "
         "10).") )] = None,
-    reconnect: Annotated[int, typer.Option(min=0, help="Times to reopen a stream that stalls or disconnects.")
-                         ] = 0,
+    reconnect: Annotated[int, typer.Option(min=0, metavar="N",
+                                           help="Times to reopen a stream that stalls or disconnects.")] = 0,
 ) -> None:
-    """Faces and expressions over time in videos: one row per face per analysed frame, with a track ID."""
+    """Faces and expressions over time in videos: one row per face per analysed frame, with a track ID.
+
+    INPUT: video files, folders (searched recursively for video suffixes), stream URLs (rtsp://, http://,
+    udp://...), cameras (camera:0) or - for paths on stdin.
+    """
     setup_logging(options.quiet)
     from fer_batch.annotate import AnnotateSink, ShowSink  # noqa: PLC0415
     from fer_batch.frames import FrameSource, LiveOptions  # noqa: PLC0415

@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from fer_batch import __version__
 from fer_batch.classify import Precision
-from fer_batch.errors import FerBatchError
+from fer_batch.errors import FerBatchError, UsageError
 
 app = typer.Typer(
     name="fer-batch",
@@ -32,9 +33,33 @@ app = typer.Typer(
 )
 log = logging.getLogger("fer_batch")
 
+E = TypeVar("E", bound=Enum)
+
+
+def choice_of(kind: type[E]) -> dict[str, Any]:
+    """``parser=`` and ``metavar=`` for an option that takes one of ``kind``'s values: ``typer.Option(...,
+    **choice_of(kind))``.
+
+    A wrong value is told in one plain line (``'foo' is not one of 'yunet', 'mtcnn', 'haar'``), where Typer's
+    own check, through pydantic, prefixes ``Value error,``; the help lists the values as ``[a|b|c]``.
+    """
+    values = [str(member.value) for member in kind]
+
+    def parse(value: object) -> E:
+        if isinstance(value, kind):
+            return value
+        try:
+            return kind(value)
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, values))}") from None
+
+    return {"parser": parse, "metavar": f"[{'|'.join(values)}]"}
+
+
 ModelOption = Annotated[str, typer.Option(
-    "--model", "-m", help="accurate, fast, a .keras file or a training output folder.")]
+    "--model", "-m", metavar="MODEL", help="accurate, fast, a .keras file or a training output folder.")]
 PrecisionOption = Annotated[Precision, typer.Option(
+    **choice_of(Precision),
     help="Network to run: auto (the model's own choice), float32, or int8 (several times faster on a CPU; "
          "made by fer-batch quantize).")]
 
@@ -102,6 +127,12 @@ def discard_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+def missing_extra(command: str, exc: ModuleNotFoundError) -> UsageError:
+    """What ``command`` says on an install without the tensorflow extra: the module it lacks, and how to add it."""
+    return UsageError(f'{command} needs TensorFlow, Keras and pandas, and this install lacks {exc.name or exc}: '
+                      'pip install "fer-batch[tensorflow]" adds them')
 
 
 def fail(exc: FerBatchError) -> typer.Exit:

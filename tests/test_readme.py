@@ -1,0 +1,190 @@
+"""The README's examples cannot drift: every shell command and Python block in it runs here, or is marked.
+
+Each command of each ``bash`` block is a key of :data:`SHELL`: either :data:`RUN` (it runs, as written, in a
+folder of generated media that holds what the examples name: ``photos/``, ``clip.mp4``, ``dataset/``, a
+``runs/my-model/``...), or the reason it cannot run here (a camera, a cluster, the GPU machine, or minutes of
+training). A marked ``fer-batch`` command is still parsed by the command line's own definition, so a renamed
+option, a choice that is gone or a missing argument fails here too. The Python blocks run in order, in one
+interpreter, as ``.ci/check_install.py`` runs them on the default install (with its stand-ins for a network
+camera). The set-up commands are checked to be the lines ``.ci/run`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+from .test_install_check import CHECK
+
+README_TEXT = (REPO / "README.md").read_text()
+RUN = "run"
+
+_TRAINS = "trains for minutes (50 epochs by default); tests/test_training.py trains on a drawn dataset"
+_TENSORFLOW = "loads TensorFlow (seconds); "
+_CLUSTER = "needs a Ray cluster of several machines"
+_LOCAL_RAY = ("starts a local Ray cluster (half a minute); .ci/check_install.py --extra ray and "
+              "tests/test_ray_engine.py run it")
+_SHARED = "needs FER2013 in ../shared; tests/test_dataset_pack.py packs and unpacks a drawn dataset"
+
+SHELL: dict[str, str] = {
+    # Set-up: .ci/run runs both, as written (test_setup_commands_are_the_lines_ci_runs)
+    "python3 -m venv .venv && .venv/bin/pip install -q . && .venv/bin/fer-batch images sample_media --out "
+    "results.csv --overwrite": "installs a venv: .ci/run runs it as written",
+    'python3 -m venv .venv && .venv/bin/pip install -q ".[test]" && .venv/bin/python -m pytest':
+        "installs a venv and runs this suite: .ci/run runs it as written",
+    # Usage
+    "fer-batch images ./photos --out results.csv": RUN,
+    "fer-batch images a.jpg b.png --out results.json": RUN,
+    "find /data -name '*.jpg' | fer-batch images - > results.csv": RUN,  # /data: see SHELL_STAND_INS
+    "fer-batch images ./photos --min-face-size 40 --threshold 0.9 --batch-size 512 --workers 2": RUN,
+    "fer-batch images ./photos --detector mtcnn": _TENSORFLOW + "tests/test_detect.py runs MTCNN",
+    "fer-batch images ./photos --model fast": RUN,
+    "fer-batch images ./photos --model fast --precision float32":
+        _TENSORFLOW + "tests/test_classify.py runs float32",
+    "fer-batch images ./photos --save-crops crops/ --model runs/my-model/": RUN,
+    "fer-batch images ./photos --out results.csv --resume": RUN,
+    "fer-batch images ./photos --out results.csv --overwrite": RUN,
+    "fer-batch video rtsp://camera.local/stream --duration 600 --out live.csv":
+        "needs a network camera; tests/test_streams.py serves streams over loopback",
+    "fer-batch train dataset/ --out runs/my-model": _TRAINS,
+    "fer-batch evaluate dataset/validation --model runs/my-model --out report/": RUN,
+    # Video
+    "fer-batch video clip.mp4 --out results.csv --plot": RUN,
+    "fer-batch video clips/ --out results.jsonl --plot-path charts/ --summary tracks.csv": RUN,
+    "fer-batch video talk.mp4 --annotate talk.annotated.mp4 --plot --smooth 1": RUN,
+    "ls *.mov | fer-batch video - --every 1 > frames.csv": RUN,
+    "fer-batch video rtsp://user:pass@10.0.0.5/stream --out live.jsonl --duration 3600 --reconnect 5":
+        "needs a network camera; tests/test_streams.py serves streams over loopback",
+    "fer-batch video camera:0 --show --summary tracks.csv": "needs a webcam and a display",
+    # On a Ray cluster
+    'pip install "fer-batch[ray]"': "installs from a package index; .ci/run installs the ray extra from this tree",
+    "fer-batch images ./photos --engine ray --out results.parquet": _LOCAL_RAY,
+    "fer-batch video ./clips --engine ray --workers 4 --out rows.jsonl --summary tracks.csv": _LOCAL_RAY,
+    "ray start --head --port=6379": _CLUSTER,
+    "RAY_AUTH_MODE=token RAY_AUTH_TOKEN=<token> ray start --address=HEAD:6379": _CLUSTER,
+    "export RAY_AUTH_MODE=token": _CLUSTER,
+    "fer-batch images /mnt/photos --engine ray --ray-address HEAD:6379 --out results.parquet": _CLUSTER,
+    "fer-batch images /mnt/photos --engine ray --ray-address HEAD:6379 --out parts/": _CLUSTER,
+    # Training
+    "fer-batch train dataset/ --out runs/my-model --resume": _TRAINS,
+    "fer-batch train dataset/ --recipe wide --epochs 35 --out runs/wide": _TRAINS,
+    "fer-batch train dataset/ --init-from runs/my-model --no-augment --epochs 5 --learning-rate 1e-4 --name ft "
+    "--out runs/ft": _TRAINS,
+    "fer-batch images photos/ --model runs/my-model --out results.csv": RUN,
+    "python -m fer_batch.training.dataset_pack pack ../shared/data/fer2013 --out gpu/fer2013.pack": _SHARED,
+    "python -m fer_batch.training.dataset_pack unpack gpu/fer2013.pack --out /tmp/fer2013": _SHARED,
+    "bash fer_batch/training/device_train.sh 'for seed in 21 22 23; do python3 -m fer_batch train \"$DATA\" --out "
+    "\"$RUNS/resnet-g$seed\" --name resnet-g$seed --seed $seed --recipe resnet --epochs 100 --optimizer sgd "
+    "--learning-rate 0.05 --weight-decay 5e-4 --crop-padding 4 --random-erasing 0.2 --mixed-precision & done; "
+    "wait' 480": "needs the lent GPU machine (the device tool)",
+    # int8
+    "fer-batch quantize runs/my-model dataset/ --out my-model-int8.keras":
+        _TENSORFLOW + "tests/test_quantize.py quantises a tiny model",
+    "fer-batch quantize fast dataset/ --out mine.keras --flip-average --name mine":
+        _TENSORFLOW + "tests/test_quantize.py quantises a tiny model",
+    "fer-batch quantize runs/big-model dataset/ --out big-int8.keras --int8-only":
+        _TENSORFLOW + "tests/test_quantize.py quantises a tiny model",
+}
+# What stands in, when a command runs here, for what this machine lacks: a photo collection at /data.
+SHELL_STAND_INS = {"find /data ": "find . "}
+
+
+def shell_commands(text: str) -> list[tuple[str, str]]:
+    """(section, command) for each command of each ``bash`` block: continuation lines joined, white space
+    folded, comments (whole lines and trailing ``  # ...``) dropped."""
+    commands = []
+    for block in CHECK.readme_blocks(text):
+        if block.lang != "bash":
+            continue
+        for line in block.code.replace("\\\n", " ").splitlines():
+            command = re.sub(r"\s+#\s.*$", "", line).strip()  # a trailing comment: two spaces or more, then #
+            if command and not command.startswith("#"):
+                commands.append((block.section, " ".join(command.split())))
+    return commands
+
+
+def test_every_readme_command_runs_or_is_marked_with_why() -> None:
+    commands = {command for _, command in shell_commands(README_TEXT)}
+    assert commands - set(SHELL) == set(), "README commands neither run nor marked: add them to SHELL"
+    assert set(SHELL) - commands == set(), "SHELL names commands the README no longer has"
+    blocks = {block.lang for block in CHECK.readme_blocks(README_TEXT)}
+    assert blocks <= {"bash", "python"}, blocks  # another language would be neither run nor marked
+
+
+def test_setup_commands_are_the_lines_ci_runs() -> None:
+    setup = [command for section, command in shell_commands(README_TEXT) if section == "Set-up on a fresh machine"]
+    ci_lines = (REPO / ".ci" / "run").read_text().splitlines()
+    assert len(setup) == 2 and all(command in ci_lines for command in setup), setup
+    assert ci_lines.index(setup[0]) < ci_lines.index(setup[1])  # command 1 before command 2, as the README says
+
+
+def _parse(command: str) -> None:
+    """Parse a ``fer-batch`` command line with the command line's own definition (nothing runs)."""
+    import typer.main
+
+    from fer_batch.cli import app
+
+    name, *args = shlex.split(command)[1:]
+    subcommand = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+    subcommand.make_context(f"fer-batch {name}", args).close()  # checks options, choices, ranges, paths
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checks' media, plus what the README's commands name besides: a training folder (the shipped ``fast``
+    model as ``runs/my-model/model.keras``), ``talk.mp4`` and a ``.mov``."""
+    from fer_batch.models import resolve_model
+
+    root = CHECK.make_workspace(tmp_path_factory.mktemp("readme"))
+    (root / "runs" / "my-model").mkdir(parents=True)
+    shutil.copy(resolve_model("fast"), root / "runs" / "my-model" / "model.keras")
+    shutil.copy(root / "clip.mp4", root / "talk.mp4")
+    shutil.copy(root / "clip.mp4", root / "clip.mov")  # FFmpeg reads the container, not the name
+    return root
+
+
+def test_marked_fer_batch_commands_still_parse(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workspace)  # the paths they name exist here (dataset/, runs/my-model/)
+    marked = [command for command, how in SHELL.items() if how != RUN and command.startswith("fer-batch ")]
+    for command in marked:
+        _parse(command.replace("runs/big-model", "runs/my-model"))  # one training folder stands for both
+    assert len(marked) >= 10
+
+
+def test_runnable_commands_run_as_written(workspace: Path, tmp_path: Path) -> None:
+    """Every RUN command, in README order and in one shell, each section in a fresh copy of the workspace (a
+    section's commands build on each other: --resume finishes the results.csv written before it)."""
+    sections: dict[str, list[str]] = {}
+    for section, command in shell_commands(README_TEXT):
+        if SHELL.get(command) == RUN:
+            for original, stand_in in SHELL_STAND_INS.items():
+                command = command.replace(original, stand_in)
+            sections.setdefault(section, []).append(command)
+    script = []
+    for number, commands in enumerate(sections.values()):
+        folder = shlex.quote(str(tmp_path / f"section{number}"))
+        script.append(f"cp -r {shlex.quote(str(workspace))} {folder} && cd {folder}")
+        script += [f"{command}\necho \"README-EXIT $? {command}\"" for command in commands]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "OPENCV_FFMPEG_LOGLEVEL": "-8"}
+    proc = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, capture_output=True, text=True,
+                          env=env, timeout=600, check=False)
+    exits = re.findall(r"^README-EXIT (\d+) (.*)$", proc.stdout, re.MULTILINE)
+    assert len(exits) == sum(map(len, sections.values())), proc.stderr[-2000:]
+    failed = [(code, command) for code, command in exits if code != "0"]
+    assert not failed, (failed, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_python_examples_run(workspace: Path) -> None:
+    proc = CHECK.run_python_examples(workspace)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("--- README line") == len(CHECK.python_examples(README_TEXT)) + 1  # and the prelude
