@@ -304,12 +304,31 @@ def check_video(root: Path) -> None:
         raise CheckFailed(f"{len(records)} record(s), faces in {sum(bool(r['faces']) for r in records)}")
 
 
+# FER+'s vote columns, in its file's order; a votes file beside the crops makes evaluate score the crowd too.
+VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
+CROWD_NAME = {"angry": "anger", "happy": "happiness", "sad": "sadness"}
+
+
 def check_evaluate(root: Path) -> None:
     proc = fer_batch(["evaluate", "crops", "--model", "fast", "--out", "report"], root)
     expect(proc, 0)
     metrics = json.loads((root / "report" / "metrics.json").read_text())
     if metrics["count"] != 2 * len(CLASSES) or "accuracy" not in proc.stdout:
         raise CheckFailed(f"count {metrics['count']}; stdout {proc.stdout[:200]!r}")
+    # With crowd votes (ten annotators, eight for the folder's class): the FER+ scores, on this install too.
+    lines = ["file," + ",".join(VOTE_COLUMNS)]
+    for name in CLASSES:
+        own = CROWD_NAME.get(name, name)
+        for i in range(2):
+            lines.append(f"crops/{name}/{i}.png," + ",".join("8" if c == own else "2" if c == "neutral" and
+                                                            own != "neutral" else "0" for c in VOTE_COLUMNS))
+    votes = root / "votes.csv"
+    votes.write_text("\n".join(lines) + "\n")
+    proc = fer_batch(["evaluate", "crops", "--model", "fast", "--votes", "votes.csv", "--out", "crowd"], root)
+    expect(proc, 0)
+    crowd = json.loads((root / "crowd" / "metrics.json").read_text()).get("ferplus", {})
+    if crowd.get("count") != 2 * len(CLASSES) or "majority accuracy" not in proc.stdout:
+        raise CheckFailed(f"crowd scores {crowd.get('count')}; stdout {proc.stdout[-300:]!r}")
 
 
 def check_help(root: Path) -> None:
