@@ -19,13 +19,15 @@ from fer_batch.records import Box, Status
 from .conftest import shared_path
 
 MIN_IOU = 0.3
-# Just under each shipped model's measured validation accuracy (model_cards/<name>/metrics.json).
-# Regression guards, a little under what was measured (in the comments) for each shipped model and precision.
+# Regression guards, a little under what was measured (in the comments; model_cards/<name>/metrics.json) for each
+# shipped model and precision: (accuracy on FER2013's folder labels, accuracy against the FER+ crowd majority).
 SHIPPED_MIN_ACCURACY = {
-    ("accurate", "int8"): 0.717,  # 0.7203, the default
+    ("accurate", "int8"): (0.717, 0.678),  # 0.7203 and 0.6812, the default
     # accurate ships int8 only; its float32 network (fer_batch.training.reproduce's resnets-wide.keras) measured 0.7166.
-    ("fast", "int8"): 0.682,  # 0.6843, the default (issue 4 asks 0.68)
-    ("fast", "float32"): 0.682,  # 0.6835
+    ("fast", "int8"): (0.618, 0.808),  # 0.6211 and 0.8108: trained toward the crowd (issue 26)
+    ("fast", "float32"): (0.620, 0.811),  # 0.6227 and 0.8138
+    ("fast-fer2013", "int8"): (0.682, 0.665),  # 0.6843 and 0.6679 (issue 4 asked 0.68 of FER2013's labels)
+    ("fast-fer2013", "float32"): (0.682, 0.665),  # 0.6835
 }
 
 
@@ -70,4 +72,6 @@ def test_shipped_model_accuracy_on_fer2013_validation(model: str, precision: str
     validation = shared_path("data", "fer2013", "validation")
     report = evaluate_folder(validation, model, tmp_path, precision=precision).report
     assert report["count"] == 3589 and report["precision"] == precision
-    assert report["accuracy"] >= SHIPPED_MIN_ACCURACY[(model, precision)]
+    folder_labels, crowd = SHIPPED_MIN_ACCURACY[(model, precision)]
+    assert report["accuracy"] >= folder_labels
+    assert report["ferplus"]["count"] == 3372 and report["ferplus"]["accuracy"] >= crowd

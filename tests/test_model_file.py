@@ -52,7 +52,7 @@ def test_resolve_model_by_folder_file_and_name(tiny_model_path: Path, tmp_path: 
     assert resolve_model(tiny_model_path) == tiny_model_path
     with pytest.raises(ModelError, match="no model"):
         resolve_model(tmp_path / "nothing")
-    assert {"accurate", "fast"} <= set(shipped_models()), "the package ships both models"
+    assert set(shipped_models()) == {"accurate", "fast", "fast-fer2013"}, "the package ships these models"
     assert resolve_model(None) == shipped_models()["accurate"]
 
 
@@ -76,3 +76,8 @@ def test_shipped_models_stay_small_and_say_what_they_hold() -> None:
     assert stored_precisions(shipped["accurate"]) == ("int8",)
     assert stored_precisions(shipped["fast"]) == ("float32", "int8")
     assert read_info(shipped["accurate"]).training["quantized"]["from"] == "resnets-wide"
+    # fast follows the crowd (issue 26); fast-fer2013 is the FER2013-trained network it replaced, renamed only.
+    assert read_info(shipped["fast"]).training["quantized"]["from"] == "fast-crowd-a-ft"
+    assert read_info(shipped["fast"]).training["config"]["select_by"] == "ferplus"
+    assert read_info(shipped["fast-fer2013"]).name == "fast-fer2013"
+    assert read_info(shipped["fast-fer2013"]).training["quantized"]["from"] == "wide-v4-ft"

@@ -88,6 +88,19 @@ def _stage_line(stage: Stage, folder: Path) -> str:
             f"(`{stage.name}_history.csv`, `{stage.name}_curves.png`).")
 
 
+def crowd_lines(crowd: dict[str, Any]) -> list[str]:
+    """The card's bullets for a :func:`fer_batch.training.metrics.crowd_report`."""
+    return [
+        (f"* Against the FER+ crowd (ten annotators per face, `ferplus_labels.csv`): **majority accuracy "
+         f"{crowd['accuracy']:.4f}**, macro F1 {crowd['macro_f1']:.4f} over the {crowd['count']} faces with a "
+         f"clear majority; annotator agreement {crowd['annotator_agreement']:.4f}, cross-entropy "
+         f"{crowd['cross_entropy']:.4f}, calibration error {crowd['calibration_error']:.4f} "
+         "(`confusion_matrix_ferplus.png`)."),
+        "* FER+ majority recall per class: " + ", ".join(
+            f"{name} {row['recall']:.3f}" for name, row in crowd["per_class"].items()) + ".",
+    ]
+
+
 def kept_stage_lines(card: str) -> dict[str, str]:
     """Stage name -> its bullet in an earlier card (``* `name`: ...``), for stages whose run is not on this machine."""
     lines = {}
@@ -139,16 +152,8 @@ def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
     ]
     for precision, (accuracy, how) in (other_precisions or {}).items():
         lines.append(f"* at {precision}: accuracy {accuracy:.4f} ({how}).")
-    crowd = report.get("ferplus")
-    if crowd:
-        lines += [
-            (f"* Against the FER+ crowd (ten annotators per face, `ferplus_labels.csv`): **majority accuracy "
-             f"{crowd['accuracy']:.4f}**, macro F1 {crowd['macro_f1']:.4f} over the {crowd['count']} faces with a "
-             f"clear majority; annotator agreement {crowd['annotator_agreement']:.4f}, cross-entropy "
-             f"{crowd['cross_entropy']:.4f}, calibration error {crowd['calibration_error']:.4f}."),
-            "* FER+ majority recall per class: " + ", ".join(
-                f"{name} {row['recall']:.3f}" for name, row in crowd["per_class"].items()) + ".",
-        ]
+    if report.get("ferplus"):
+        lines += crowd_lines(report["ferplus"])
     if throughput:
         lines.append(f"* Classification throughput: {throughput}.")
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
