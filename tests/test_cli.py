@@ -356,7 +356,7 @@ def test_a_folder_of_parts_never_loses_other_files(tmp_path: Path) -> None:
     """--out DIR/ (Ray's part files): only an earlier run's parts are replaced, and only with --overwrite."""
     from fer_batch.cli.analysis import _clear_parts_folder
     from fer_batch.errors import UsageError
-    from fer_batch.frames import FrameSource
+    from fer_batch.inputs.frames import FrameSource
 
     folder = tmp_path / "parts"
     folder.mkdir()

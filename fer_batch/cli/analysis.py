@@ -1,7 +1,7 @@
 """``fer-batch images`` and ``fer-batch video``: options declared once, checked before the model loads, one run.
 
-Each command builds a :class:`~fer_batch.frames.FrameSource`, the sinks its options ask for, and calls
-:func:`fer_batch.run.run` (or the Ray engine); the run's :class:`~fer_batch.run.RunSummary` gives the exit code.
+Each command builds a :class:`~fer_batch.inputs.frames.FrameSource`, the sinks its options ask for, and calls
+:func:`fer_batch.engines.run.run` (or the Ray engine); the run's :class:`~fer_batch.engines.run.RunSummary` gives the exit code.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from fer_batch.classify import DEFAULT_BATCH_SIZE, Precision
+from fer_batch.analysis.classify import DEFAULT_BATCH_SIZE, Precision
+from fer_batch.analysis.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, DetectorName
 from fer_batch.cli.common import (
     ModelOption,
     PrecisionOption,
@@ -33,19 +34,18 @@ from fer_batch.cli.common import (
     setup_logging,
     show_progress,
 )
-from fer_batch.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, DetectorName
+from fer_batch.engines.ray_engine import Engine
 from fer_batch.errors import ExitCode, FerBatchError, UsageError
 from fer_batch.models import DEFAULT_MODEL, resolve_model, shipped_models
-from fer_batch.ray_engine import Engine
+from fer_batch.outputs.writers import OutputFormat
 from fer_batch.records import Status
-from fer_batch.writers import OutputFormat
 
 if TYPE_CHECKING:
-    from fer_batch.frames import FrameSource
-    from fer_batch.pipeline import Analyzer
-    from fer_batch.ray_engine import RayConfig
-    from fer_batch.run import RunSummary
-    from fer_batch.sinks import Sink
+    from fer_batch.analysis.pipeline import Analyzer
+    from fer_batch.engines.ray_engine import RayConfig
+    from fer_batch.engines.run import RunSummary
+    from fer_batch.inputs.frames import FrameSource
+    from fer_batch.outputs.sinks import Sink
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def _analyzer(model_path: Path, options: AnalysisOptions) -> Analyzer:
     The int8 networks run on LiteRT and YuNet on OpenCV, so a default run never imports TensorFlow; MTCNN and
     ``--precision float32`` (or a model without an int8 network) do.
     """
-    from fer_batch.pipeline import Analyzer  # noqa: PLC0415
+    from fer_batch.analysis.pipeline import Analyzer  # noqa: PLC0415
 
     if options.detector is DetectorName.MTCNN or runs_float32(model_path, options.precision):
         load_backend()
@@ -148,10 +148,10 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
     annotated copies); they check their paths when built, before the model loads, and open nothing yet.
     With ``--engine ray`` the records come from the Ray job, in input order, and go to the same sinks.
     """
-    from fer_batch.resume import ResumePoint, check_output, resume_run  # noqa: PLC0415
-    from fer_batch.run import run  # noqa: PLC0415
-    from fer_batch.sinks import ProgressSink, RecordSink, TrackSummarySink  # noqa: PLC0415
-    from fer_batch.writers import BINARY_FORMATS, check_format, format_for_path  # noqa: PLC0415
+    from fer_batch.engines.run import run  # noqa: PLC0415
+    from fer_batch.outputs.resume import ResumePoint, check_output, resume_run  # noqa: PLC0415
+    from fer_batch.outputs.sinks import ProgressSink, RecordSink, TrackSummarySink  # noqa: PLC0415
+    from fer_batch.outputs.writers import BINARY_FORMATS, check_format, format_for_path  # noqa: PLC0415
 
     noun = "frame(s)" if video else "input(s)"
     on_ray = options.engine is Engine.RAY
@@ -180,7 +180,7 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
             _refuse_frame_sinks(sinks)
         analysis = _analyzer(model_path, options) if not on_ray and source.openable else None
         if analysis is not None and video:
-            from fer_batch.video import VideoAnalyzer  # noqa: PLC0415
+            from fer_batch.analysis.video import VideoAnalyzer  # noqa: PLC0415
 
             analysis = VideoAnalyzer(analysis, source.sampling)  # type: ignore[assignment]
         point = ResumePoint()
@@ -191,7 +191,7 @@ def _run_command(ctx: typer.Context, options: AnalysisOptions, source: FrameSour
                          "have been cut off)", options.out, point.sources + 1, point.sources)
         events: Any = source
         if on_ray:
-            from fer_batch.ray_engine import ray_outcomes  # noqa: PLC0415
+            from fer_batch.engines.ray_engine import ray_outcomes  # noqa: PLC0415
 
             events = ray_outcomes(source.pending(), _ray_config(options, model_path, source),
                                   video=video)  # connects to the cluster and plans the job here
@@ -265,7 +265,7 @@ def _is_folder(out: str) -> bool:
 def _check_ray_options(options: AnalysisOptions, source: FrameSource) -> None:
     """``--engine ray``: Ray must be installed (else exit 2 with the command that adds it), and the options
     must be ones a Ray job can honour."""
-    from fer_batch.ray_engine import require_ray  # noqa: PLC0415
+    from fer_batch.engines.ray_engine import require_ray  # noqa: PLC0415
 
     require_ray()
     if options.save_crops is not None:
@@ -275,7 +275,7 @@ def _check_ray_options(options: AnalysisOptions, source: FrameSource) -> None:
 
 
 def _refuse_frame_sinks(sinks: list[Sink]) -> None:
-    from fer_batch.annotate import AnnotateSink, ShowSink  # noqa: PLC0415
+    from fer_batch.outputs.annotate import AnnotateSink, ShowSink  # noqa: PLC0415
 
     if any(isinstance(sink, AnnotateSink | ShowSink) for sink in sinks):
         raise UsageError("--annotate and --show draw on the decoded frames, which stay on the Ray workers: use "
@@ -283,7 +283,7 @@ def _refuse_frame_sinks(sinks: list[Sink]) -> None:
 
 
 def _ray_config(options: AnalysisOptions, model_path: Path, source: FrameSource) -> RayConfig:
-    from fer_batch.ray_engine import RayConfig  # noqa: PLC0415
+    from fer_batch.engines.ray_engine import RayConfig  # noqa: PLC0415
 
     # A shipped model by name: each worker finds it in its own install. Any other model by its full path,
     # which every machine of the cluster must be able to read.
@@ -296,8 +296,8 @@ def _ray_config(options: AnalysisOptions, model_path: Path, source: FrameSource)
 def _run_parts(ctx: typer.Context, options: AnalysisOptions, source: FrameSource, *, video: bool,
                outputs: Callable[[tuple[str, ...]], list[Sink]]) -> NoReturn:
     """``--engine ray --out DIR/``: Ray writes part files into DIR, one row per face (the CSV columns)."""
-    from fer_batch.ray_engine import part_count, write_parts  # noqa: PLC0415
-    from fer_batch.writers import check_format  # noqa: PLC0415
+    from fer_batch.engines.ray_engine import part_count, write_parts  # noqa: PLC0415
+    from fer_batch.outputs.writers import check_format  # noqa: PLC0415
 
     folder = Path(options.out)
     fmt = options.fmt or OutputFormat.PARQUET
@@ -363,7 +363,7 @@ def images(
     INPUT: image files, folders (searched recursively) or - for paths on stdin, one per line.
     """
     setup_logging(options.quiet)
-    from fer_batch.frames import FrameSource  # noqa: PLC0415
+    from fer_batch.inputs.frames import FrameSource  # noqa: PLC0415
 
     _run_command(ctx, options, FrameSource(inputs, workers=options.workers), video=False)
 
@@ -404,10 +404,10 @@ def video(
     udp://...), cameras (camera:0) or - for paths on stdin.
     """
     setup_logging(options.quiet)
-    from fer_batch.annotate import AnnotateSink, ShowSink  # noqa: PLC0415
-    from fer_batch.frames import FrameSource, LiveOptions  # noqa: PLC0415
-    from fer_batch.sinks import ChartSink, TrackSummarySink, default_plot_path  # noqa: PLC0415
-    from fer_batch.video import Sampling  # noqa: PLC0415
+    from fer_batch.inputs.frames import FrameSource, LiveOptions  # noqa: PLC0415
+    from fer_batch.inputs.video import Sampling  # noqa: PLC0415
+    from fer_batch.outputs.annotate import AnnotateSink, ShowSink  # noqa: PLC0415
+    from fer_batch.outputs.sinks import ChartSink, TrackSummarySink, default_plot_path  # noqa: PLC0415
 
     try:
         source = FrameSource(inputs, video=True, sampling=Sampling.from_options(fps, every),

@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from fer_batch import __version__
-from fer_batch.classify import Precision
+from fer_batch.analysis.classify import Precision
 from fer_batch.errors import FerBatchError, UsageError
 
 app = typer.Typer(

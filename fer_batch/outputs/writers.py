@@ -5,7 +5,7 @@ stream (Parquet: a binary one, see :class:`ParquetWriter`). CSV and JSON Lines w
 writes one array whose closing bracket is added by :meth:`close`, which the
 pipeline calls even after Ctrl-C, so the file is always valid. With
 ``append=True`` a writer continues an output that already holds records (a
-resumed run, see :mod:`fer_batch.resume`): no second CSV header, and the JSON
+resumed run, see :mod:`fer_batch.outputs.resume`): no second CSV header, and the JSON
 array goes on from its last element.
 """
 
@@ -179,7 +179,7 @@ class ResultWriter:
     """Base class: ``write`` each record, then ``close`` once (idempotent).
 
     ``append``: the stream continues an output that already holds records in this format and layout
-    (after :func:`fer_batch.resume.resume_output`). ``count`` is the number of records this writer wrote,
+    (after :func:`fer_batch.outputs.resume.resume_output`). ``count`` is the number of records this writer wrote,
     not counting those already in the output.
     """
 
