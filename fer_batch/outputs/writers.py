@@ -243,9 +243,10 @@ class JsonWriter(ResultWriter):
     """A JSON array of per-input objects, streamed element by element."""
 
     def _write(self, result: FrameResult) -> None:
-        # appending, the output ends just after its last element (resume_output cut it there)
-        self.stream.write("[\n" if self.count == 0 and not self.append else ",\n")
-        self.stream.write(json.dumps(frame_to_dict(result), indent=None))
+        # appending, the output ends just after its last element (resume_output cut it there). One write: a
+        # Ctrl-C between the separator and the element would leave a trailing comma, and invalid JSON.
+        separator = "[\n" if self.count == 0 and not self.append else ",\n"
+        self.stream.write(separator + json.dumps(frame_to_dict(result), indent=None))
 
     def _close(self) -> None:
         self.stream.write("[]\n" if self.count == 0 and not self.append else "\n]\n")
