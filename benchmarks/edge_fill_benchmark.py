@@ -3,7 +3,7 @@
     python benchmarks/edge_fill_benchmark.py                      # fast, FER2013 validation, cuts of 20% and 35%
     python benchmarks/edge_fill_benchmark.py --model accurate --cuts 0.1 0.25 0.4
 
-A face near the edge of a photo gets a crop square that reaches outside the image; ``fer_batch.crops.fill_edges``
+A face near the edge of a photo gets a crop square that reaches outside the image; ``fer_batch.analysis.crops.fill_edges``
 fills that part. Each validation crop (already framed as the model's crops are) is cut on one side at a time by a
 share of its width or height, as the photo's edge would cut it, then filled back by each :class:`EdgeFill`, and
 classified. For each fill the benchmark prints how often the cut face keeps the class of the whole face, and the
@@ -24,8 +24,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fer_batch.classify import EmotionClassifier  # noqa: E402
-from fer_batch.crops import EdgeFill, fill_edges  # noqa: E402
+from fer_batch.analysis.classify import EmotionClassifier  # noqa: E402
+from fer_batch.analysis.crops import EdgeFill, fill_edges  # noqa: E402
 from fer_batch.models import resolve_model  # noqa: E402
 from fer_batch.training.data import load_image_folder  # noqa: E402
 from fer_batch.training.evaluate import image_votes  # noqa: E402

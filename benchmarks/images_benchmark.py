@@ -45,7 +45,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fer_batch.classify import (  # noqa: E402
+from fer_batch.analysis.classify import (  # noqa: E402
     DEFAULT_BATCH_SIZE,
     PRECISION_CHOICES,
     EmotionClassifier,
@@ -53,7 +53,9 @@ from fer_batch.classify import (  # noqa: E402
     softmax,
     tflite_interpreter_class,
 )
-from fer_batch.detect import DEFAULT_DETECTOR, DetectorName, make_detector  # noqa: E402
+from fer_batch.analysis.detect import DEFAULT_DETECTOR, DetectorName, make_detector  # noqa: E402
+from fer_batch.inputs.images import read_image  # noqa: E402
+from fer_batch.inputs.sources import iter_sources  # noqa: E402
 from fer_batch.model_file import (  # noqa: E402
     ModelInfo,
     load_keras_model,
@@ -68,7 +70,6 @@ from fer_batch.runtime import (  # noqa: E402
     silenced_stderr,
     usable_cpus,
 )
-from fer_batch.sources import iter_sources, read_image  # noqa: E402
 
 
 class OpenVinoRunner:
@@ -215,7 +216,7 @@ def detection_ms(folder: Path, detector: str) -> tuple[float, int, int]:
 
 def pipeline_throughput(model: str, folder: Path, detector: str, batch_size: int,
                         precision: str = "auto") -> tuple[float, float, int, int]:
-    from fer_batch.pipeline import Analyzer  # noqa: PLC0415
+    from fer_batch.analysis.pipeline import Analyzer  # noqa: PLC0415
 
     analyzer = Analyzer(model, detector, batch_size=batch_size, precision=precision)
     list(analyzer.analyze_paths([folder]))  # warm-up

@@ -40,7 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fer_batch.sources import IMAGE_SUFFIXES  # noqa: E402
+from fer_batch.inputs.images import IMAGE_SUFFIXES  # noqa: E402
 
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
 PEER_INSTALL = "python3 -m venv /path/to/peer-venv && /path/to/peer-venv/bin/pip install fer"

@@ -30,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fer_batch.classify import Int8Runner  # noqa: E402
+from fer_batch.analysis.classify import Int8Runner  # noqa: E402
 from fer_batch.model_file import EMOTIONS, ModelInfo  # noqa: E402
 from fer_batch.runtime import import_tensorflow_quietly  # noqa: E402
 

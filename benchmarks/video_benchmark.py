@@ -29,10 +29,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fer_batch.detect import DEFAULT_DETECTOR, DetectorName  # noqa: E402
+from fer_batch.analysis.detect import DEFAULT_DETECTOR, DetectorName  # noqa: E402
+from fer_batch.analysis.video import VideoAnalyzer  # noqa: E402
+from fer_batch.inputs.video import VIDEO_SUFFIXES, Sampling, VideoReader  # noqa: E402
 from fer_batch.models import DEFAULT_MODEL  # noqa: E402
 from fer_batch.runtime import cpu_description  # noqa: E402
-from fer_batch.video import VIDEO_SUFFIXES, Sampling, VideoAnalyzer, VideoReader  # noqa: E402
 
 SETTINGS = {"default (--fps 5)": (Sampling(), []), "--every 1": (Sampling(fps=None, every=1), ["--every", "1"])}
 
@@ -70,7 +71,7 @@ def main() -> None:
     if not clips:
         sys.exit(f"no video clips in {args.folder}")
 
-    from fer_batch.pipeline import Analyzer  # noqa: PLC0415
+    from fer_batch.analysis.pipeline import Analyzer  # noqa: PLC0415
 
     analyzer = Analyzer(args.model, args.detector)
     print(f"cpu: {cpu_description()}; OpenCV {cv2.__version__}; model {analyzer.classifier.info.name} "

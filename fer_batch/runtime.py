@@ -98,3 +98,16 @@ def keras_backend() -> str:
 def import_backend_quietly() -> Any | None:
     """Import TensorFlow quietly when it is the Keras backend; returns it, or None under another backend."""
     return import_tensorflow_quietly() if keras_backend() == "tensorflow" else None
+
+
+def load_backend() -> None:
+    """Import TensorFlow, with its start-up noise silenced, before the first output (nothing on an inference-only
+    install: what needs TensorFlow says so, with the command that installs it).
+
+    Called once the options have been checked: a mistake that needs no model is
+    reported at once, not after the seconds TensorFlow takes to load.
+    """
+    try:
+        import_backend_quietly()
+    except ImportError:
+        pass

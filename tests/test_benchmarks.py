@@ -36,7 +36,7 @@ note = None
 if sys.argv[1] == "avx2":
     from xnnpack_isa import limit_to_avx2
     note = limit_to_avx2()
-from fer_batch.classify import EmotionClassifier
+from fer_batch.analysis.classify import EmotionClassifier
 from fer_batch.models import resolve_model
 clf = EmotionClassifier.load(resolve_model("fast"), precision="int8")
 crops = np.random.default_rng(3).integers(0, 256, (64, 48, 48, 1), dtype=np.uint8)

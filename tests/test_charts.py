@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_batch.charts import (
+from fer_batch.model_file import EMOTIONS
+from fer_batch.outputs.charts import (
     CHART_WIDTH_IN,
     DPI,
     MAX_TRACKS,
@@ -19,8 +20,7 @@ from fer_batch.charts import (
     sampling_interval,
     smooth,
 )
-from fer_batch.model_file import EMOTIONS
-from fer_batch.summary import TrackSeries, VideoTracks
+from fer_batch.outputs.summary import TrackSeries, VideoTracks
 
 
 def tracks(n: int, seconds: float = 10.0, step: float = 0.2) -> VideoTracks:

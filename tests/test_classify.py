@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_batch.classify import EmotionClassifier
+from fer_batch.analysis.classify import EmotionClassifier
 
 
 def test_probabilities_have_one_row_per_crop_and_sum_to_one(tiny_model_path: Path) -> None:

@@ -354,22 +354,22 @@ def test_an_existing_output_is_never_replaced_without_overwrite(tmp_path: Path) 
 
 def test_a_folder_of_parts_never_loses_other_files(tmp_path: Path) -> None:
     """--out DIR/ (Ray's part files): only an earlier run's parts are replaced, and only with --overwrite."""
-    from fer_batch.cli.analysis import _clear_parts_folder
+    from fer_batch.engines.job import clear_parts_folder
     from fer_batch.errors import UsageError
-    from fer_batch.frames import FrameSource
+    from fer_batch.inputs.frames import FrameSource
 
     folder = tmp_path / "parts"
     folder.mkdir()
     (folder / "part-0.parquet").write_bytes(b"old")
     source = FrameSource([SAMPLE_MEDIA])
     with pytest.raises(UsageError, match="--overwrite"):
-        _clear_parts_folder(folder, source, overwrite=False)
+        clear_parts_folder(folder, source, overwrite=False)
     (folder / "notes.txt").write_text("mine")
     with pytest.raises(UsageError, match="other files"):
-        _clear_parts_folder(folder, source, overwrite=True)
+        clear_parts_folder(folder, source, overwrite=True)
     assert (folder / "notes.txt").exists() and (folder / "part-0.parquet").exists()
     (folder / "notes.txt").unlink()
-    _clear_parts_folder(folder, source, overwrite=True)
+    clear_parts_folder(folder, source, overwrite=True)
     assert not any(folder.iterdir())
     with pytest.raises(UsageError, match="holds inputs"):
-        _clear_parts_folder(SAMPLE_MEDIA, FrameSource([SAMPLE_MEDIA]), overwrite=True)
+        clear_parts_folder(SAMPLE_MEDIA, FrameSource([SAMPLE_MEDIA]), overwrite=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_batch.crops import DEFAULT_EDGE_FILL, EdgeFill, fill_edges, square_crop
+from fer_batch.analysis.crops import DEFAULT_EDGE_FILL, EdgeFill, fill_edges, square_crop
 from fer_batch.records import Box
 
 

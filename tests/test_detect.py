@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_batch.detect import HaarDetector, MtcnnDetector, YunetDetector, detector_name, make_detector
+from fer_batch.analysis.detect import HaarDetector, MtcnnDetector, YunetDetector, detector_name, make_detector
 from fer_batch.errors import UsageError
-from fer_batch.sources import read_image
+from fer_batch.inputs.images import read_image
 
 from .conftest import SAMPLE_MEDIA, shared_path
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_batch.pipeline import Analyzer
+from fer_batch.analysis.pipeline import Analyzer
 from fer_batch.records import Box, Status
 
 from .conftest import shared_path

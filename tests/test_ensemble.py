@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_batch.classify import EmotionClassifier
+from fer_batch.analysis.classify import EmotionClassifier
 from fer_batch.errors import ModelError
 from fer_batch.model_file import EMOTIONS, ModelInfo, read_info, save_model
 from fer_batch.training.ensemble import ensemble_models, main

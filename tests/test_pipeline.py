@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_batch.classify import EmotionClassifier
-from fer_batch.frames import Analysed, Event, Frame, Idle, SourceEnd
-from fer_batch.pipeline import Analyzer, GrowingChunks
+from fer_batch.analysis.classify import EmotionClassifier
+from fer_batch.analysis.pipeline import Analyzer, GrowingChunks
+from fer_batch.inputs.frames import Analysed, Event, Frame, Idle, SourceEnd
 from fer_batch.records import Box, Detection, Status
 
 from .conftest import SAMPLE_MEDIA

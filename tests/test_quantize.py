@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_batch.classify import EmotionClassifier
+from fer_batch.analysis.classify import EmotionClassifier
 from fer_batch.errors import ModelError, UsageError
 from fer_batch.model_file import (
     INT8_MEMBER,

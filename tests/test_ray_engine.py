@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_batch.frames import Analysed, FrameSource, SourceEnd
+from fer_batch.inputs.frames import Analysed, FrameSource, SourceEnd
 from fer_batch.model_file import read_info
 from fer_batch.models import resolve_model
 from fer_batch.records import FrameResult, Status
@@ -22,7 +22,7 @@ from tests.conftest import REPO, SAMPLE_MEDIA, shared_path
 ray = pytest.importorskip("ray", reason='--engine ray needs the ray extra: pip install "fer-batch[ray]"')
 pq = pytest.importorskip("pyarrow.parquet", reason="comes with the ray extra")
 
-from fer_batch.ray_engine import RayConfig, ray_outcomes  # noqa: E402
+from fer_batch.engines.ray_engine import RayConfig, ray_outcomes  # noqa: E402
 
 MODEL = "fast"  # the quicker shipped model (int8 on LiteRT): the engine, not the model, is under test
 NAMES = read_info(resolve_model(MODEL)).class_names
@@ -37,7 +37,7 @@ def cluster() -> str:
 
 
 def _local(inputs: list[str]) -> list[FrameResult]:
-    from fer_batch.pipeline import Analyzer
+    from fer_batch.analysis.pipeline import Analyzer
 
     return list(Analyzer(MODEL).analyze_paths(inputs))
 
@@ -157,7 +157,7 @@ def test_records_reach_the_driver_with_every_digit() -> None:
     run's do, when they are written."""
     import numpy as np
 
-    from fer_batch.ray_engine import _classified, _faces_json, _video_row, to_result
+    from fer_batch.engines.ray_engine import _classified, _faces_json, _video_row, to_result
     from fer_batch.records import Box, FaceResult
 
     probs = np.array([[0.1, 0.2, 0.05, 0.3, 0.15, 0.1, 0.1]], np.float32) / np.float32(1.0000001)
@@ -190,8 +190,9 @@ def test_ray_address_without_engine_ray_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_video_one_video_per_task_same_rows_and_tracks_as_local(cluster: str) -> None:
-    from fer_batch.pipeline import Analyzer
-    from fer_batch.video import Sampling, VideoAnalyzer
+    from fer_batch.analysis.pipeline import Analyzer
+    from fer_batch.analysis.video import VideoAnalyzer
+    from fer_batch.inputs.video import Sampling
 
     clip = str(shared_path("media", "video", "fer_test.mp4"))
     sampling = Sampling(fps=2)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from fer_batch.errors import UsageError
+from fer_batch.outputs.resume import ResumePoint, check_output, read_records, resume_output
+from fer_batch.outputs.writers import BINARY_FORMATS, OutputFormat, get_writer
 from fer_batch.records import Box, FaceResult, FrameResult, Status
-from fer_batch.resume import ResumePoint, check_output, read_records, resume_output
-from fer_batch.writers import BINARY_FORMATS, OutputFormat, get_writer
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 

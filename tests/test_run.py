@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fer_batch.engines.run import RunSummary, run
 from fer_batch.errors import ExitCode
-from fer_batch.frames import Frame, FrameError, FrameSource, Idle, SourceEnd
+from fer_batch.inputs.frames import Frame, FrameError, FrameSource, Idle, SourceEnd
+from fer_batch.outputs.sinks import RecordSink, Sink
+from fer_batch.outputs.writers import get_writer
 from fer_batch.records import Box, Detection, FrameResult, Status
-from fer_batch.run import RunSummary, run
-from fer_batch.sinks import RecordSink, Sink
-from fer_batch.writers import get_writer
 
 from .conftest import SAMPLE_MEDIA
 
@@ -54,7 +54,7 @@ class CentreDetector:
 
 @pytest.fixture(scope="module")
 def analyzer(tiny_model_path: Path):  # type: ignore[no-untyped-def]
-    from fer_batch.pipeline import Analyzer
+    from fer_batch.analysis.pipeline import Analyzer
 
     return Analyzer(tiny_model_path, CentreDetector(), workers=1)
 
@@ -83,7 +83,7 @@ def test_summary_line_counts_inputs_and_says_when_the_run_was_interrupted() -> N
 
 def test_summary_counts_the_inputs_read_without_any_face() -> None:
     """What the hint after a run names: inputs read fine in which no frame had a face (not unreadable ones)."""
-    from fer_batch.frames import Analysed
+    from fer_batch.inputs.frames import Analysed
     from fer_batch.records import FaceResult
 
     face = FaceResult(0, Box(0, 0, 10, 10), 0.9, "happy", 0.9, {"happy": 0.9})
@@ -165,7 +165,7 @@ def test_show_window_draws_each_frame_and_q_stops_the_run(analyzer, monkeypatch:
     """The --show sink, with OpenCV's window calls stubbed (this machine has no display)."""
     import cv2
 
-    from fer_batch import annotate
+    from fer_batch.outputs import annotate
 
     shown: list[np.ndarray] = []
     keys = iter([-1, -1, ord("q")])
@@ -180,8 +180,8 @@ def test_show_window_draws_each_frame_and_q_stops_the_run(analyzer, monkeypatch:
 
 
 def test_show_refuses_clearly_without_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fer_batch import annotate
     from fer_batch.errors import UsageError
+    from fer_batch.outputs import annotate
 
     monkeypatch.setattr(annotate, "display_problem", lambda: "no display to show a window on (DISPLAY is not set)")
     with pytest.raises(UsageError, match="--show: no display"):

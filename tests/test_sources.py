@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from fer_batch.errors import InputError
-from fer_batch.sources import iter_sources, read_image, to_bgr8
+from fer_batch.inputs.images import read_image, to_bgr8
+from fer_batch.inputs.sources import iter_sources
 
 
 def _touch_image(path: Path, shape: tuple[int, ...] = (10, 12, 3)) -> Path:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from fer_batch.errors import InputError, UsageError
-from fer_batch.streams import LiveKind, LiveReader, LiveTarget, _LiveClock, live_target
-from fer_batch.video import DecodedFrame, Sampling
+from fer_batch.inputs.streams import LiveKind, LiveReader, LiveTarget, _LiveClock, live_target
+from fer_batch.inputs.video import DecodedFrame, Sampling
 
 from .conftest import fer_batch_command
 from .streaming import FRAME_SIZE, MjpegServer, Plan, TcpServer, closed_port, write_ts_clip
@@ -336,7 +336,7 @@ def test_cli_stalled_stream_not_a_video_and_absent_camera_get_error_rows(       
 
 
 def test_cli_show_says_clearly_when_no_window_can_open(tiny_model_path: Path) -> None:
-    from fer_batch.annotate import display_problem
+    from fer_batch.outputs.annotate import display_problem
 
     problem = display_problem()
     if problem is None:

@@ -10,8 +10,8 @@ import pytest
 
 from fer_batch.errors import UsageError
 from fer_batch.model_file import EMOTIONS
+from fer_batch.outputs.summary import VideoTracks, format_table, summarize, write_summary
 from fer_batch.records import Box, FaceResult, FrameResult, Status
-from fer_batch.summary import VideoTracks, format_table, summarize, write_summary
 
 
 def face(track: int, emotion: str, p: float) -> FaceResult:

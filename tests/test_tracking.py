@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from fer_batch.analysis.tracking import IouTracker
 from fer_batch.records import Box
-from fer_batch.tracking import IouTracker
 
 
 def run(tracker: IouTracker, frames: list[list[Box]], step_s: float = 0.2) -> list[list[int]]:

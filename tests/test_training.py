@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_batch.classify import EmotionClassifier
+from fer_batch.analysis.classify import EmotionClassifier
 from fer_batch.errors import DatasetError, UsageError
 from fer_batch.model_file import EMOTIONS, load_keras_model, read_info
 from fer_batch.training.data import ImageSet, load_dataset

@@ -23,18 +23,10 @@ import cv2
 import numpy as np
 import pytest
 
+from fer_batch.analysis.video import VideoAnalyzer, chunk_size_for, frame_signature, is_scene_cut
 from fer_batch.errors import InputError, UsageError
+from fer_batch.inputs.video import DEFAULT_FPS, Sampler, Sampling, VideoReader
 from fer_batch.records import Box, Detection, FrameResult, Status
-from fer_batch.video import (
-    DEFAULT_FPS,
-    Sampling,
-    VideoAnalyzer,
-    VideoReader,
-    _Sampler,
-    chunk_size_for,
-    frame_signature,
-    is_scene_cut,
-)
 
 from .conftest import SHARED, build_tiny_model, fer_batch_command, interrupt_when
 
@@ -149,7 +141,7 @@ class BlobDetector:
 @pytest.fixture(scope="module")
 def classifier():
     """A tiny untrained classifier (7 classes, 48x48 grayscale) built in memory."""
-    from fer_batch.classify import EmotionClassifier
+    from fer_batch.analysis.classify import EmotionClassifier
     from fer_batch.model_file import EMOTIONS, ModelInfo
 
     return EmotionClassifier.from_keras(build_tiny_model(), ModelInfo(class_names=EMOTIONS, input_size=(48, 48)))
@@ -164,7 +156,7 @@ def model_file(classifier, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def video_analyzer(classifier, sampling: Sampling | None = None, detector=None, **kw) -> VideoAnalyzer:
-    from fer_batch.pipeline import Analyzer
+    from fer_batch.analysis.pipeline import Analyzer
 
     return VideoAnalyzer(Analyzer(classifier, detector or BlobDetector()), sampling, **kw)
 
@@ -183,13 +175,13 @@ def test_sampling_options() -> None:
 
 
 def test_rate_limit_keeps_at_most_fps_frames_per_second_evenly() -> None:
-    sampler = _Sampler(Sampling(fps=5))
+    sampler = Sampler(Sampling(fps=5))
     times = [i / 29.97 for i in range(300)]  # 10 s of NTSC video
     kept = [t for i, t in enumerate(times) if sampler.take(i, t)]
     assert len(kept) == 50
     gaps = np.diff(kept)
     assert gaps.min() > 0.19 and gaps.max() < 0.21
-    sampler = _Sampler(Sampling(fps=None, every=4))
+    sampler = Sampler(Sampling(fps=None, every=4))
     assert [i for i in range(12) if sampler.take(i, i / 10)] == [0, 4, 8]
 
 
@@ -371,8 +363,8 @@ def test_scene_cut_ends_tracks(classifier, tmp_path: Path) -> None:
 
 def test_annotated_copy_has_boxes_labels_size_and_rate(classifier, tmp_path: Path) -> None:
     """The copy is drawn on the frames as they pass through the run: the video is decoded once."""
-    from fer_batch.annotate import AnnotateSink
-    from fer_batch.run import run
+    from fer_batch.engines.run import run
+    from fer_batch.outputs.annotate import AnnotateSink
 
     path = write_video(tmp_path / "v.mp4", 30, fps=10, draw=moving_squares)
     analyzer = video_analyzer(classifier, Sampling(fps=2))
@@ -399,7 +391,7 @@ def test_annotated_copy_has_boxes_labels_size_and_rate(classifier, tmp_path: Pat
 
 
 def test_annotating_passes_every_frame_but_analyses_only_the_sampled_ones(classifier, tmp_path: Path) -> None:
-    from fer_batch.frames import Analysed, Frame
+    from fer_batch.inputs.frames import Analysed, Frame
 
     path = write_video(tmp_path / "v.mp4", 20, fps=10, draw=moving_squares)
     analyzer = video_analyzer(classifier, Sampling(fps=2))
@@ -415,8 +407,8 @@ def test_annotating_passes_every_frame_but_analyses_only_the_sampled_ones(classi
 
 
 def test_output_names_never_collide(tmp_path: Path) -> None:
-    from fer_batch.annotate import AnnotateSink
-    from fer_batch.sinks import ChartSink, PerVideoPaths, TrackSummarySink, default_plot_path, video_names
+    from fer_batch.outputs.annotate import AnnotateSink
+    from fer_batch.outputs.sinks import ChartSink, PerVideoPaths, TrackSummarySink, default_plot_path, video_names
 
     assert video_names(["a/x.mp4", "b/y.mov"]) == {"a/x.mp4": "x", "b/y.mov": "y"}
     clash = video_names(["a/x.mp4", "b/x.mp4"])
@@ -536,7 +528,7 @@ def _shared_clip(name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def mtcnn_videos(classifier) -> VideoAnalyzer:
-    from fer_batch.pipeline import Analyzer
+    from fer_batch.analysis.pipeline import Analyzer
 
     _shared_clip("fer_test.mp4")
     return VideoAnalyzer(Analyzer(classifier, "mtcnn"), Sampling(fps=2))
@@ -544,8 +536,8 @@ def mtcnn_videos(classifier) -> VideoAnalyzer:
 
 @pytest.mark.parametrize("name", ["fer_test.mp4", "fr_short_hamilton_clip.mp4", "facenet_video.mp4"])
 def test_real_clip_rows_times_and_chart(mtcnn_videos: VideoAnalyzer, name: str, tmp_path: Path) -> None:
-    from fer_batch.run import run
-    from fer_batch.sinks import ChartSink, Sink, TrackSummarySink
+    from fer_batch.engines.run import run
+    from fer_batch.outputs.sinks import ChartSink, Sink, TrackSummarySink
 
     class Records(Sink):
         def __init__(self) -> None:
@@ -609,10 +601,10 @@ def test_cli_a_killed_video_run_resumes_with_the_same_rows_and_summary(tmp_path:
 def test_a_stopped_run_resumes_through_the_python_api_with_the_same_rows_and_summary(tmp_path: Path) -> None:
     """resume_run prepares what --resume does, for run(): the output cut and continued, the videos it holds
     skipped, and the summary given their rows, so it covers every video."""
-    from fer_batch.pipeline import Analyzer
-    from fer_batch.resume import resume_run
-    from fer_batch.run import run
-    from fer_batch.sinks import RecordSink, TrackSummarySink
+    from fer_batch.analysis.pipeline import Analyzer
+    from fer_batch.engines.run import run
+    from fer_batch.outputs.resume import resume_run
+    from fer_batch.outputs.sinks import RecordSink, TrackSummarySink
 
     from .conftest import SAMPLE_MEDIA, same_rows
 

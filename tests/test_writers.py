@@ -10,8 +10,8 @@ import math
 import pytest
 
 from fer_batch.errors import UsageError
+from fer_batch.outputs.writers import OutputFormat, face_from_dict, face_to_dict, format_for_path, get_writer
 from fer_batch.records import Box, FaceResult, FrameResult, Status
-from fer_batch.writers import OutputFormat, face_from_dict, face_to_dict, format_for_path, get_writer
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
@@ -118,7 +118,7 @@ def test_csv_append_writes_no_second_header() -> None:
 
 def test_parquet_one_typed_row_per_face_with_the_csv_columns(tmp_path) -> None:
     pq = pytest.importorskip("pyarrow.parquet", reason='Parquet output needs pip install "fer-batch[parquet]"')
-    from fer_batch.sinks import RecordSink
+    from fer_batch.outputs.sinks import RecordSink
 
     path = tmp_path / "rows.parquet"
     sink = RecordSink.to_path(path, CLASSES)
@@ -143,10 +143,10 @@ def test_parquet_one_typed_row_per_face_with_the_csv_columns(tmp_path) -> None:
 
 def test_parquet_is_valid_after_an_interrupted_run_and_written_in_row_groups(tmp_path, monkeypatch) -> None:
     pq = pytest.importorskip("pyarrow.parquet", reason='Parquet output needs pip install "fer-batch[parquet]"')
-    from fer_batch import writers
-    from fer_batch.frames import Analysed
-    from fer_batch.run import run
-    from fer_batch.sinks import RecordSink
+    from fer_batch.engines.run import run
+    from fer_batch.inputs.frames import Analysed
+    from fer_batch.outputs import writers
+    from fer_batch.outputs.sinks import RecordSink
 
     monkeypatch.setattr(writers, "PARQUET_ROW_GROUP", 2)
 
@@ -165,7 +165,7 @@ def test_parquet_is_valid_after_an_interrupted_run_and_written_in_row_groups(tmp
 
 def test_parquet_refused_on_stdout_and_for_resume(tmp_path) -> None:
     pytest.importorskip("pyarrow.parquet", reason='Parquet output needs pip install "fer-batch[parquet]"')
-    from fer_batch.sinks import RecordSink
+    from fer_batch.outputs.sinks import RecordSink
 
     assert format_for_path("out/r.parquet") is OutputFormat.PARQUET
     with pytest.raises(UsageError, match="not written to stdout"):

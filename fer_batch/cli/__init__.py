@@ -4,7 +4,7 @@ This package is the only code that imports Typer. :mod:`~fer_batch.cli.common` h
 command shares, :mod:`~fer_batch.cli.analysis` the ``images`` and ``video`` commands, and
 :mod:`~fer_batch.cli.train_commands` ``train``, ``evaluate`` and ``quantize``. Library exceptions become exit
 codes at this edge (see :class:`fer_batch.errors.ExitCode`); a run's exit code comes from its
-:class:`fer_batch.run.RunSummary`.
+:class:`fer_batch.engines.run.RunSummary`.
 """
 
 from __future__ import annotations

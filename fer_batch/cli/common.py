@@ -11,13 +11,12 @@ import logging
 import os
 import sys
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from fer_batch import __version__
-from fer_batch.classify import Precision
+from fer_batch.analysis.classify import Precision
 from fer_batch.errors import FerBatchError, UsageError
 
 app = typer.Typer(
@@ -87,39 +86,10 @@ def setup_logging(quiet: bool, verbose: bool = False) -> None:
     log.propagate = False
 
 
-def load_backend() -> None:
-    """Import TensorFlow, with its start-up noise silenced, before the first output.
-
-    Called once the options have been checked: a mistake that needs no model is
-    reported at once, not after the seconds TensorFlow takes to load.
-    """
-    from fer_batch.runtime import import_backend_quietly  # noqa: PLC0415
-
-    try:
-        import_backend_quietly()
-    except ImportError:
-        pass  # an inference-only install: what needed TensorFlow says so, with the command that installs it
-
-
 def given(ctx: typer.Context, name: str) -> bool:
     """Whether the user set option ``name`` (on the command line or through the environment)."""
     source = ctx.get_parameter_source(name)  # by name: Typer's Click is private to it (typer._click)
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
-
-
-def runs_float32(model_path: Path, precision: Precision) -> bool:
-    """Whether a model runs its float32 Keras network (TensorFlow) rather than its int8 one (LiteRT) here."""
-    from fer_batch.model_file import read_info  # noqa: PLC0415
-
-    chosen = read_info(model_path).precision if precision is Precision.AUTO else precision.value
-    return chosen != "int8"
-
-
-def model_class_names(model_path: Path) -> tuple[str, ...]:
-    """The model's class names from its metadata alone (no TensorFlow): the output's columns."""
-    from fer_batch.model_file import read_info  # noqa: PLC0415
-
-    return tuple(read_info(model_path).class_names)
 
 
 def discard_stdout() -> None:
@@ -138,7 +108,3 @@ def missing_extra(command: str, exc: ModuleNotFoundError) -> UsageError:
 def fail(exc: FerBatchError) -> typer.Exit:
     typer.echo(f"fer-batch: error: {exc}", err=True)
     return typer.Exit(int(exc.exit_code))
-
-
-def show_progress(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty()

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fer_batch.classify import DEFAULT_BATCH_SIZE, Precision
+from fer_batch.analysis.classify import DEFAULT_BATCH_SIZE, Precision, runs_float32
 from fer_batch.cli.common import (
     ModelOption,
     PrecisionOption,
@@ -16,16 +16,15 @@ from fer_batch.cli.common import (
     choice_of,
     fail,
     given,
-    load_backend,
     log,
     missing_extra,
-    runs_float32,
     setup_logging,
 )
 from fer_batch.errors import ExitCode, FerBatchError
+from fer_batch.inputs.images import IMAGE_SUFFIXES
 from fer_batch.model_file import require_float32
 from fer_batch.models import DEFAULT_MODEL, resolve_model
-from fer_batch.sources import IMAGE_SUFFIXES
+from fer_batch.runtime import load_backend
 from fer_batch.training.options import (
     DefaultPrecision,
     Optimizer,

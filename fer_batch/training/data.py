@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from fer_batch.errors import DatasetError
-from fer_batch.sources import IMAGE_SUFFIXES
+from fer_batch.inputs.images import IMAGE_SUFFIXES
 
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"

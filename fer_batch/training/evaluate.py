@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_batch.classify import DEFAULT_BATCH_SIZE, EmotionClassifier
+from fer_batch.analysis.classify import DEFAULT_BATCH_SIZE, EmotionClassifier
 from fer_batch.errors import DatasetError
 from fer_batch.models import resolve_model
 from fer_batch.training.data import ImageSet, load_image_folder

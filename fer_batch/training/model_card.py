@@ -174,7 +174,7 @@ def render_card(plan: str, root: Path, report: dict[str, Any], hardware: str,
 
 def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str | None = None,
                note: str | None = None) -> Path:
-    from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
+    from fer_batch.analysis.classify import EmotionClassifier  # noqa: PLC0415
     from fer_batch.model_file import load_keras_model, stored_precisions  # noqa: PLC0415
     from fer_batch.models import resolve_model  # noqa: PLC0415
     from fer_batch.training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415

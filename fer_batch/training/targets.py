@@ -84,7 +84,7 @@ def teacher_probabilities(teachers: Sequence[str | Path], data: ImageSet, batch_
 
     Each teacher runs at its file's default precision, so an int8-only model (the shipped ``accurate``) can teach.
     """
-    from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
+    from fer_batch.analysis.classify import EmotionClassifier  # noqa: PLC0415
     from fer_batch.models import resolve_model  # noqa: PLC0415
 
     total = np.zeros((len(data), len(data.class_names)), dtype=np.float64)

@@ -314,7 +314,7 @@ def iter_epochs(
 
 def write_report(out: Path, validation: ImageSet | None = None) -> dict[str, Any]:
     """Curves, validation metrics and confusion matrix of the best model in ``out``."""
-    from fer_batch.classify import EmotionClassifier  # noqa: PLC0415
+    from fer_batch.analysis.classify import EmotionClassifier  # noqa: PLC0415
     from fer_batch.training.evaluate import evaluate_images, image_votes  # noqa: PLC0415
 
     out = Path(out)

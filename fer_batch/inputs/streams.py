@@ -1,7 +1,7 @@
 """Live inputs: network streams and capture devices, read in real time.
 
 ``live_target`` tells a live input (``rtsp://...``, ``http://...``, ``camera:0``) from a file path, and
-:class:`LiveReader` reads one with the same surface as :class:`~fer_batch.video.VideoReader`::
+:class:`LiveReader` reads one with the same surface as :class:`~fer_batch.inputs.video.VideoReader`::
 
     with LiveReader(live_target("rtsp://cam.local/stream")) as reader:
         for frame in reader.frames(Sampling(fps=5), duration_s=60):
@@ -50,7 +50,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import cv2
 
 from fer_batch.errors import InputError, UsageError
-from fer_batch.video import DecodedFrame, Sampling, VideoInfo, _quiet_decoder_logs, _Sampler
+from fer_batch.inputs.video import DecodedFrame, Sampler, Sampling, VideoInfo, quiet_decoder_logs
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class LiveReader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._progress_at = time.monotonic()  # the reading thread's last sign of life
-        _quiet_decoder_logs()
+        quiet_decoder_logs()
         self._cap: cv2.VideoCapture | None = self._open()
         self.info = self._read_info(self._cap)
 
@@ -261,7 +261,7 @@ class LiveReader:
             raise UsageError(f"--duration must be a positive number of seconds, not {duration_s}")
         if self._thread is not None or self._cap is None:
             raise RuntimeError("LiveReader.frames() can be iterated once, before close()")
-        sampler = _Sampler(sampling or Sampling(fps=None, every=1))
+        sampler = Sampler(sampling or Sampling(fps=None, every=1))
         self._progress_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, args=(sampler, duration_s), name="fer-live", daemon=True)
         self._thread.start()
@@ -313,7 +313,7 @@ class LiveReader:
 
     # The reading thread's side.
 
-    def _run(self, sampler: _Sampler, duration_s: float | None) -> None:
+    def _run(self, sampler: Sampler, duration_s: float | None) -> None:
         final: InputError | _Outcome | BaseException
         try:
             with _quiet_opencv():
@@ -328,7 +328,7 @@ class LiveReader:
             self._final = final
             self._changed.notify_all()
 
-    def _read_all(self, sampler: _Sampler, duration_s: float | None) -> InputError | _Outcome:
+    def _read_all(self, sampler: Sampler, duration_s: float | None) -> InputError | _Outcome:
         while True:
             outcome = self._read_connection(sampler, duration_s)
             if outcome in (_Outcome.STOPPED, _Outcome.DURATION):
@@ -344,7 +344,7 @@ class LiveReader:
             if error is not None:
                 return error
 
-    def _read_connection(self, sampler: _Sampler, duration_s: float | None) -> _Outcome:
+    def _read_connection(self, sampler: Sampler, duration_s: float | None) -> _Outcome:
         cap = self._cap
         if cap is None or self._stop.is_set():
             return _Outcome.STOPPED

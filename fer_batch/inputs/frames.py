@@ -21,7 +21,7 @@ not known in advance, such as paths on stdin, are read by a thread of their
 own, so the photos already named are analysed while the next path is
 awaited); a video is decoded in a background thread a few frames ahead; a
 live input is read by its own thread that keeps up with real time (see
-:mod:`fer_batch.streams`). Memory stays bounded whatever the number of inputs
+:mod:`fer_batch.inputs.streams`). Memory stays bounded whatever the number of inputs
 or the video's length.
 """
 
@@ -35,17 +35,17 @@ from collections.abc import Collection, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TextIO, TypeVar
+from typing import Generic, TextIO, TypeVar
 
 import numpy as np
 
 from fer_batch.errors import InputError, UsageError
+from fer_batch.inputs.images import IMAGE_SUFFIXES, read_image
+from fer_batch.inputs.sources import STDIN, SourceItem, iter_sources
+from fer_batch.inputs.streams import DEFAULT_STREAM_TIMEOUT_S, LiveReader
+from fer_batch.inputs.video import VIDEO_SUFFIXES, Sampling, VideoReader
 from fer_batch.records import FrameResult, Status
 from fer_batch.runtime import usable_cpus
-from fer_batch.sources import IMAGE_SUFFIXES, STDIN, SourceItem, iter_sources, read_image
-
-if TYPE_CHECKING:
-    from fer_batch.video import Sampling
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Idle:
 
     Yielded only between inputs, at most once per wait, and only by a source of photos whose inputs are not
     known in advance (``-``). The analysis finishes the inputs it holds when it sees one (see
-    :class:`~fer_batch.pipeline.GrowingChunks`), so their rows come out now rather than after later inputs;
+    :class:`~fer_batch.analysis.pipeline.GrowingChunks`), so their rows come out now rather than after later inputs;
     it passes no Idle on to the sinks.
     """
 
@@ -133,7 +133,7 @@ Outcome = Analysed | Frame | SourceEnd  # what the analysis yields: results, fra
 
 @dataclass(frozen=True)
 class LiveOptions:
-    """How live inputs are read: see :class:`fer_batch.streams.LiveReader`."""
+    """How live inputs are read: see :class:`fer_batch.inputs.streams.LiveReader`."""
 
     timeout_s: float | None = None  # None: the reader's documented default
     reconnect: int = 0
@@ -169,8 +169,6 @@ class FrameSource:
         skip: Collection[str] | Mapping[str, int] = (),
         stdin: TextIO | None = None,
     ) -> None:
-        from fer_batch.video import VIDEO_SUFFIXES, Sampling  # noqa: PLC0415 - video.py imports this module
-
         inputs = [str(i) for i in inputs]
         self.video = video
         self.sampling = sampling if sampling is not None else Sampling()
@@ -184,7 +182,7 @@ class FrameSource:
 
     @classmethod
     def of_items(cls, items: Iterable[SourceItem], **options: object) -> FrameSource:
-        """A source over items already found (by :func:`~fer_batch.sources.iter_sources`)."""
+        """A source over items already found (by :func:`~fer_batch.inputs.sources.iter_sources`)."""
         source = cls((), **options)  # type: ignore[arg-type]
         source.items = items if isinstance(items, list) else None
         source._found = items
@@ -202,7 +200,7 @@ class FrameSource:
 
     def pending(self) -> list[SourceItem]:
         """The inputs left to do, in order (``-``: read to the end of stdin), for an engine that needs them all
-        before it starts (:mod:`fer_batch.ray_engine`)."""
+        before it starts (:mod:`fer_batch.engines.ray_engine`)."""
         return list(self._wanted())
 
     def _wanted(self) -> Iterator[SourceItem]:
@@ -290,8 +288,6 @@ class FrameSource:
 
     def _video_file(self, item: SourceItem) -> Iterator[Event]:
         """A video file's frames, then an error record if it broke off (its SourceEnd: :meth:`_videos`)."""
-        from fer_batch.video import VideoReader  # noqa: PLC0415 - video.py imports this module
-
         try:
             reader = VideoReader(item.path)  # type: ignore[arg-type] - an item without error has a path
         except InputError as exc:
@@ -321,8 +317,6 @@ class FrameSource:
 
     def _live(self, item: SourceItem) -> Generator[Event, None, int]:
         """A live input's frames, then an error record if it stalled; returns the frames it dropped."""
-        from fer_batch.streams import DEFAULT_STREAM_TIMEOUT_S, LiveReader  # noqa: PLC0415 - live inputs only
-
         options = self.live
         timeout = options.timeout_s if options.timeout_s is not None else DEFAULT_STREAM_TIMEOUT_S
         dropped = 0

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import Enum
-from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
 
 from fer_batch.errors import UsageError
+from fer_batch.models import MODELS_DIR
 from fer_batch.records import Box, Detection
 from fer_batch.runtime import import_tensorflow_quietly
 
@@ -47,7 +47,7 @@ DEFAULT_DETECTOR = DetectorName.YUNET
 DEFAULT_THRESHOLDS: dict[DetectorName, float] = {DetectorName.YUNET: 0.8, DetectorName.MTCNN: 0.9}
 DEFAULT_THRESHOLD = DEFAULT_THRESHOLDS[DEFAULT_DETECTOR]
 
-YUNET_MODEL = Path(__file__).resolve().parent / "models" / "yunet" / "yunet_n_640_640.onnx"
+YUNET_MODEL = MODELS_DIR / "yunet" / "yunet_n_640_640.onnx"
 YUNET_MAX_SIDE = 640  # pixels; YuNet looks at a photo scaled so that its longer side is at most this...
 YUNET_SMALLEST_FACE = 10  # ...unless --min-face-size faces would then be smaller than this (pixels), YuNet's limit
 YUNET_CANDIDATE_SCORE = 0.5  # first-pass score that earns a candidate its second look

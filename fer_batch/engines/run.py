@@ -3,10 +3,10 @@
 :func:`run` is what ``fer-batch images`` and ``fer-batch video`` call, and the
 Python API for a whole job::
 
-    from fer_batch.frames import FrameSource
-    from fer_batch.pipeline import Analyzer
-    from fer_batch.run import run
-    from fer_batch.sinks import RecordSink
+    from fer_batch.inputs.frames import FrameSource
+    from fer_batch.analysis.pipeline import Analyzer
+    from fer_batch.engines.run import run
+    from fer_batch.outputs.sinks import RecordSink
 
     analyzer = Analyzer()
     summary = run(FrameSource(["photos/"]), analyzer, [RecordSink.to_path("results.csv", analyzer.class_names)])
@@ -25,16 +25,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fer_batch.errors import ExitCode
-from fer_batch.frames import Analysed, Event, Frame, FrameError, Idle, Outcome, SourceEnd
+from fer_batch.inputs.frames import Analysed, Event, Frame, FrameError, Idle, Outcome, SourceEnd
+from fer_batch.outputs.sinks import Sink
 from fer_batch.records import Status
-from fer_batch.sinks import Sink
 
 log = logging.getLogger(__name__)
 FACELESS_EXAMPLES = 3  # inputs without a face that a summary names
 
 
 class Analysis(Protocol):
-    """What :func:`run` needs of an analysis: :class:`~fer_batch.pipeline.Analyzer` or a VideoAnalyzer."""
+    """What :func:`run` needs of an analysis: :class:`~fer_batch.analysis.pipeline.Analyzer` or a VideoAnalyzer."""
 
     def analyze_frames(self, events: Iterable[Event]) -> Iterator[Outcome]: ...
 
@@ -92,7 +92,7 @@ class RunSummary:
 
 def _unanalysed(events: Iterable[Event | Outcome]) -> Iterator[Outcome]:
     """Outcomes for a source in which nothing can be opened (its error records, with no model loaded), or for
-    a source whose records were analysed elsewhere (:func:`fer_batch.ray_engine.ray_outcomes`): passed along."""
+    a source whose records were analysed elsewhere (:func:`fer_batch.engines.ray_engine.ray_outcomes`): passed along."""
     try:
         for event in events:
             if isinstance(event, FrameError):
@@ -112,8 +112,8 @@ def run(source: Iterable[Event] | Iterable[Event | Outcome], analysis: Analysis 
     """Feed ``source`` through ``analysis`` to every sink; close every sink however the run ends.
 
     ``analysis`` may be None for a source whose inputs all fail to open (it then needs no model), or for a
-    source that yields outcomes already analysed (records with :class:`~fer_batch.frames.Analysed` and
-    :class:`~fer_batch.frames.SourceEnd`, as from the Ray engine): they go to the sinks as they come.
+    source that yields outcomes already analysed (records with :class:`~fer_batch.inputs.frames.Analysed` and
+    :class:`~fer_batch.inputs.frames.SourceEnd`, as from the Ray engine): they go to the sinks as they come.
     Ctrl-C and a closed stdout end the run early and are reported in the summary, not raised; any other
     exception propagates once the sinks are closed.
     """

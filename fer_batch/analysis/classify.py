@@ -221,3 +221,9 @@ class EmotionClassifier:
             else:
                 out[start : start + chunk.shape[0]] = self.runner(chunk)
         return out
+
+
+def runs_float32(model_path: Path, precision: Precision) -> bool:
+    """Whether a model runs its float32 Keras network (TensorFlow) rather than its int8 one (LiteRT) here."""
+    chosen = read_info(model_path).precision if precision is Precision.AUTO else precision.value
+    return chosen != "int8"

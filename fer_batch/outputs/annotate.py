@@ -28,11 +28,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_batch.charts import class_colors
 from fer_batch.errors import InputError, UsageError
-from fer_batch.frames import Frame, SourceEnd
+from fer_batch.inputs.frames import Frame, SourceEnd
+from fer_batch.outputs.charts import class_colors
+from fer_batch.outputs.sinks import PerVideoPaths, Sink
 from fer_batch.records import FaceResult, FrameResult
-from fer_batch.sinks import PerVideoPaths, Sink
 
 log = logging.getLogger(__name__)
 

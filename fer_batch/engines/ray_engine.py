@@ -9,10 +9,10 @@ in ``index``):
    chosen detector), and the face crops the model takes;
 3. **classify** (a pool of :class:`_Classify` actors): all crops of a batch
    through the classifier in one call; one record per input, its faces as JSON (the JSON writers' face
-   objects, every digit kept: :func:`fer_batch.writers.face_to_dict`).
+   objects, every digit kept: :func:`fer_batch.outputs.writers.face_to_dict`).
 
 Video runs one video per task: a pool of :class:`_Videos` actors, each
-running the local :class:`~fer_batch.video.VideoAnalyzer` over its video and
+running the local :class:`~fer_batch.analysis.video.VideoAnalyzer` over its video and
 returning one row per sampled frame, in order (face tracks included).
 
 Each actor loads its model once, in ``__init__``, and sets its own thread
@@ -23,9 +23,9 @@ are restarted when their process dies, and the batch they held is retried, so a
 lost worker neither loses nor duplicates an input.
 
 Ray Data keeps the input order (``preserve_order``), so :func:`ray_outcomes`
-yields the same :class:`~fer_batch.frames.Analysed` records and
-:class:`~fer_batch.frames.SourceEnd` markers, in the same order, as a local run,
-and :func:`fer_batch.run.run` feeds them to the same sinks (rows, progress,
+yields the same :class:`~fer_batch.inputs.frames.Analysed` records and
+:class:`~fer_batch.inputs.frames.SourceEnd` markers, in the same order, as a local run,
+and :func:`fer_batch.engines.run.run` feeds them to the same sinks (rows, progress,
 charts, summaries), with the same summary and exit code. :func:`write_parts`
 instead lets Ray write a folder of part files, one row per face.
 
@@ -47,18 +47,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fer_batch.errors import ExitCode, FerBatchError, InputError, UsageError
+from fer_batch.inputs.sources import SourceItem
 from fer_batch.records import Box, Detection, FaceResult, FrameResult, Status
-from fer_batch.sources import SourceItem
 
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
     import ray.data
 
-    from fer_batch.frames import Outcome
-    from fer_batch.run import RunSummary
-    from fer_batch.video import Sampling
-    from fer_batch.writers import OutputFormat
+    from fer_batch.engines.run import RunSummary
+    from fer_batch.inputs.frames import Outcome
+    from fer_batch.inputs.video import Sampling
+    from fer_batch.outputs.writers import OutputFormat
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def _read_files(table: pa.Table) -> pa.Table:
     """Read stage: each input's bytes, or the reason it cannot be read."""
     import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
 
-    from fer_batch.sources import read_raw  # noqa: PLC0415
+    from fer_batch.inputs.images import read_raw  # noqa: PLC0415
 
     data: list[bytes | None] = []
     errors = _column(table, "error")
@@ -188,7 +188,7 @@ class _Detect:
                  threads: int = 1) -> None:
         import cv2  # noqa: PLC0415 - in a Ray worker
 
-        from fer_batch.detect import make_detector  # noqa: PLC0415
+        from fer_batch.analysis.detect import make_detector  # noqa: PLC0415
         from fer_batch.model_file import read_info  # noqa: PLC0415
         from fer_batch.models import resolve_model  # noqa: PLC0415
 
@@ -200,8 +200,8 @@ class _Detect:
         import numpy as np  # noqa: PLC0415 - in a Ray worker
         import pyarrow as pa  # noqa: PLC0415
 
-        from fer_batch.crops import square_crop  # noqa: PLC0415
-        from fer_batch.sources import decode_image  # noqa: PLC0415
+        from fer_batch.analysis.crops import square_crop  # noqa: PLC0415
+        from fer_batch.inputs.images import decode_image  # noqa: PLC0415
 
         errors = _column(table, "error")
         widths: list[int | None] = []
@@ -243,14 +243,14 @@ class _Detect:
 def _faces_json(faces: Iterable[FaceResult]) -> str:
     """A record's faces as they go between the stages and to the driver: the JSON writers' face objects, with
     every digit (the outputs round them when they are written, as a local run's); :func:`to_result` reads them."""
-    from fer_batch.writers import face_to_dict  # noqa: PLC0415 - in a Ray worker
+    from fer_batch.outputs.writers import face_to_dict  # noqa: PLC0415 - in a Ray worker
 
     return json.dumps([face_to_dict(face, decimals=None) for face in faces])
 
 
 def _classified(boxes: list[list[float]], probs: np.ndarray, class_names: Sequence[str]) -> list[FaceResult]:
     """The faces of one photo: its detections (``[x, y, w, h, score]``) with their probabilities."""
-    from fer_batch.pipeline import classified_face  # noqa: PLC0415 - in a Ray worker
+    from fer_batch.analysis.pipeline import classified_face  # noqa: PLC0415 - in a Ray worker
 
     return [classified_face(n, Detection(Box(*(int(v) for v in box[:4])), box[4]), p, class_names)
             for n, (box, p) in enumerate(zip(boxes, probs))]
@@ -260,7 +260,7 @@ class _Classify:
     """Classify stage (an actor): every face crop of a batch through the classifier in one call."""
 
     def __init__(self, model: str, precision: str, batch_size: int, threads: int = 1) -> None:
-        from fer_batch.classify import EmotionClassifier  # noqa: PLC0415 - in a Ray worker
+        from fer_batch.analysis.classify import EmotionClassifier  # noqa: PLC0415 - in a Ray worker
         from fer_batch.models import resolve_model  # noqa: PLC0415
 
         self.classifier = EmotionClassifier.load(resolve_model(model), batch_size=batch_size, precision=precision,
@@ -308,8 +308,8 @@ class _Videos:
     def __init__(self, config: RayConfig, threads: int = VIDEO_THREADS) -> None:
         import cv2  # noqa: PLC0415 - in a Ray worker
 
-        from fer_batch.pipeline import Analyzer  # noqa: PLC0415
-        from fer_batch.video import VideoAnalyzer  # noqa: PLC0415
+        from fer_batch.analysis.pipeline import Analyzer  # noqa: PLC0415
+        from fer_batch.analysis.video import VideoAnalyzer  # noqa: PLC0415
 
         cv2.setNumThreads(threads)
         analyzer = Analyzer(config.model, config.detector, min_face_size=config.min_face_size,
@@ -321,7 +321,7 @@ class _Videos:
     def __call__(self, table: pa.Table) -> pa.Table:
         import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
 
-        from fer_batch.frames import Analysed, FrameSource  # noqa: PLC0415
+        from fer_batch.inputs.frames import Analysed, FrameSource  # noqa: PLC0415
 
         rows: list[dict[str, Any]] = []
         for index, source, path, error in zip(*(_column(table, name) for name, _ in _INPUT_FIELDS)):
@@ -354,7 +354,7 @@ def _video_row(index: int, result: FrameResult) -> dict[str, Any]:
 
 def to_result(row: dict[str, Any]) -> FrameResult:
     """A record of the Ray job (one row of :func:`records`) as the :class:`FrameResult` a local run yields."""
-    from fer_batch.writers import face_from_dict  # noqa: PLC0415 - also in a Ray worker (write_parts)
+    from fer_batch.outputs.writers import face_from_dict  # noqa: PLC0415 - also in a Ray worker (write_parts)
 
     faces = tuple(face_from_dict(f) for f in json.loads(row["faces"]))
     extra = {"duration_s": row["duration_s"]} if row.get("duration_s") is not None else {}
@@ -380,7 +380,7 @@ def records(items: Sequence[SourceItem], config: RayConfig, *, video: bool = Fal
     Columns: ``index`` (the input's place in ``items``), ``source``, ``status``, ``error``, ``width``,
     ``height``, ``faces`` (JSON: a list of the JSON writers' face objects, ``{face, box: {x, y, w, h},
     det_score, emotion, confidence, probabilities: {class: probability}}``, unrounded; see
-    :func:`fer_batch.writers.face_to_dict`); video adds ``frame``, ``time_s`` and ``duration_s``, and a
+    :func:`fer_batch.outputs.writers.face_to_dict`); video adds ``frame``, ``time_s`` and ``duration_s``, and a
     ``track`` on each face. Connect first (:func:`connect`).
     """
     import pyarrow as pa  # noqa: PLC0415 - the optional ray extra
@@ -440,7 +440,7 @@ def ray_outcomes(items: Sequence[SourceItem], config: RayConfig, *, video: bool 
 
 
 def _outcomes(dataset: ray.data.Dataset, items: Sequence[SourceItem]) -> Iterator[Outcome]:
-    from fer_batch.frames import Analysed, SourceEnd  # noqa: PLC0415
+    from fer_batch.inputs.frames import Analysed, SourceEnd  # noqa: PLC0415
 
     ended = 0  # inputs whose SourceEnd has been yielded
     batches = iter(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
@@ -470,7 +470,7 @@ def _face_rows(table: pa.Table, class_names: Sequence[str], video: bool) -> pa.T
     """Per-face rows (the CSV layout, typed) of a batch of records, for :func:`write_parts`."""
     import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
 
-    from fer_batch.writers import face_rows, parquet_schema  # noqa: PLC0415
+    from fer_batch.outputs.writers import face_rows, parquet_schema  # noqa: PLC0415
 
     rows = [r for row in table.to_pylist() for r in face_rows(to_result(row), class_names, video)]
     return pa.Table.from_pylist(rows, schema=parquet_schema(class_names, video))
@@ -483,8 +483,8 @@ def write_parts(items: Sequence[SourceItem], config: RayConfig, class_names: Seq
     (its exit code is a local run's)."""
     from ray.data import SaveMode  # noqa: PLC0415 - the optional ray extra
 
-    from fer_batch.run import RunSummary  # noqa: PLC0415
-    from fer_batch.writers import OutputFormat  # noqa: PLC0415
+    from fer_batch.engines.run import RunSummary  # noqa: PLC0415
+    from fer_batch.outputs.writers import OutputFormat  # noqa: PLC0415
 
     connect(config.address)
     summary = RunSummary()

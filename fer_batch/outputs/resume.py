@@ -6,7 +6,7 @@ so every source in the file but the last is complete. :func:`resume_output` keep
 right after them (the last source, perhaps cut off, is redone), and returns them as a :class:`ResumePoint`;
 the caller opens the file in append mode, gets a writer with ``append=point.append`` and skips the sources in
 ``point.done``. The finished file then holds the same bytes as the output of a run that was never stopped.
-:func:`resume_run` does all of that for :func:`fer_batch.run.run`, as ``--resume`` does::
+:func:`resume_run` does all of that for :func:`fer_batch.engines.run.run`, as ``--resume`` does::
 
     point = resume_run("rows.jsonl", "jsonl", names, source, [summary], video=True)
     run(source, videos, [RecordSink.to_path("rows.jsonl", names, video=True, append=point.append), summary])
@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fer_batch.errors import UsageError
+from fer_batch.outputs.writers import OutputFormat, csv_columns, face_from_dict
 from fer_batch.records import Box, FaceResult, FrameResult, Status
-from fer_batch.writers import OutputFormat, csv_columns, face_from_dict
 
 if TYPE_CHECKING:
-    from fer_batch.frames import FrameSource
-    from fer_batch.sinks import Sink
+    from fer_batch.inputs.frames import FrameSource
+    from fer_batch.outputs.sinks import Sink
 
 OBJECT_START = b'{"source": '  # how every JSON object the writers write begins (frame_to_dict's first key)
 
@@ -110,13 +110,13 @@ def resume_output(path: str | Path, fmt: str | OutputFormat, class_names: Sequen
 
 def resume_run(path: str | Path, fmt: str | OutputFormat, class_names: Sequence[str], source: FrameSource,
                sinks: Sequence[Sink] = (), *, video: bool = False) -> ResumePoint:
-    """Prepare a run that finishes the output at ``path``: what ``--resume`` does before :func:`fer_batch.run.run`.
+    """Prepare a run that finishes the output at ``path``: what ``--resume`` does before :func:`fer_batch.engines.run.run`.
 
     Cuts the output after its last complete source (:func:`resume_output`), makes ``source`` skip the sources
-    it holds, and gives the sinks that summarise whole inputs (those with :attr:`~fer_batch.sinks.Sink.replay`,
-    as :class:`~fer_batch.sinks.TrackSummarySink`) the records kept, so their summaries cover every input. The
+    it holds, and gives the sinks that summarise whole inputs (those with :attr:`~fer_batch.outputs.sinks.Sink.replay`,
+    as :class:`~fer_batch.outputs.sinks.TrackSummarySink`) the records kept, so their summaries cover every input. The
     caller then opens the rows with ``append=point.append``
-    (:meth:`RecordSink.to_path <fer_batch.sinks.RecordSink.to_path>`) and runs ``source`` with the same sinks.
+    (:meth:`RecordSink.to_path <fer_batch.outputs.sinks.RecordSink.to_path>`) and runs ``source`` with the same sinks.
     Raises :class:`UsageError` for an output of another format, model or command, as :func:`resume_output`.
     """
     point = resume_output(path, fmt, class_names, video=video)
@@ -129,7 +129,7 @@ def resume_run(path: str | Path, fmt: str | OutputFormat, class_names: Sequence[
 
 def _replay(records: Iterator[FrameResult], sinks: Sequence[Sink]) -> None:
     """Each record to the sinks, with the end of each source after its last record, as a run gives them."""
-    from fer_batch.frames import SourceEnd  # noqa: PLC0415 - frames loads NumPy and OpenCV: only a replay needs them
+    from fer_batch.inputs.frames import SourceEnd  # noqa: PLC0415 - frames loads NumPy and OpenCV: only a replay needs them
 
     current: str | None = None
     for record in records:
@@ -251,7 +251,7 @@ def _json_record(line: bytes, class_names: tuple[str, ...], video: bool, name: s
 
 
 def _record_from_dict(data: Any, class_names: tuple[str, ...], video: bool, name: str, start: int) -> FrameResult:
-    """The inverse of :func:`fer_batch.writers.frame_to_dict`, checking that the record fits this run."""
+    """The inverse of :func:`fer_batch.outputs.writers.frame_to_dict`, checking that the record fits this run."""
     try:
         record = FrameResult(
             source=str(data["source"]), status=Status(data["status"]), error=data["error"],

@@ -1,4 +1,4 @@
-"""Where the outcomes of a run go: rows, progress, charts and track summaries (annotation: :mod:`fer_batch.annotate`).
+"""Where the outcomes of a run go: rows, progress, charts and track summaries (annotation: :mod:`fer_batch.outputs.annotate`).
 
 Every sink has the same small interface (:class:`Sink`): it receives each
 record with the frame it was computed on, optionally the frames passed along
@@ -22,13 +22,27 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from fer_batch.errors import FerBatchError, UsageError
+from fer_batch.inputs.sources import file_slug
+from fer_batch.outputs.summary import (
+    TrackSummary,
+    VideoTracks,
+    check_summary_path,
+    format_table,
+    summarize,
+    write_summary,
+)
+from fer_batch.outputs.writers import (
+    BINARY_FORMATS,
+    OutputFormat,
+    ResultWriter,
+    check_format,
+    format_for_path,
+    get_writer,
+)
 from fer_batch.records import FrameResult
-from fer_batch.sources import file_slug
-from fer_batch.summary import TrackSummary, VideoTracks, check_summary_path, format_table, summarize, write_summary
-from fer_batch.writers import BINARY_FORMATS, OutputFormat, ResultWriter, check_format, format_for_path, get_writer
 
 if TYPE_CHECKING:
-    from fer_batch.frames import Frame, SourceEnd
+    from fer_batch.inputs.frames import Frame, SourceEnd
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +53,7 @@ class Sink:
     """Receives a run's outcomes in order; :meth:`close` is called once at the end, also after Ctrl-C."""
 
     failures: int = 0  # outputs this sink could not write
-    # Whether a resumed run first gives it the records its output already holds (fer_batch.resume.resume_run):
+    # Whether a resumed run first gives it the records its output already holds (fer_batch.outputs.resume.resume_run):
     # for sinks that summarise whole inputs, not for those that wrote their outputs as each input ended.
     replay: bool = False
 
@@ -67,7 +81,7 @@ class Sink:
 
 
 class RecordSink(Sink):
-    """Rows through a :class:`~fer_batch.writers.ResultWriter`, written and flushed as they arrive."""
+    """Rows through a :class:`~fer_batch.outputs.writers.ResultWriter`, written and flushed as they arrive."""
 
     def __init__(self, writer: ResultWriter, stream: IO[Any] | None = None) -> None:
         self.writer = writer
@@ -78,7 +92,7 @@ class RecordSink(Sink):
                 video: bool = False, append: bool = False) -> RecordSink:
         """A sink writing to the file ``out`` (``-``: stdout) in ``fmt`` (default: from the extension).
 
-        ``append``: continue an output that :func:`fer_batch.resume.resume_output` has prepared.
+        ``append``: continue an output that :func:`fer_batch.outputs.resume.resume_output` has prepared.
         """
         output_format = format_for_path(out, fmt)
         check_format(out, output_format)
@@ -220,7 +234,7 @@ class _PerVideoTracks(Sink):
 
 
 class ChartSink(_PerVideoTracks):
-    """One emotion-over-time chart per video (see :func:`fer_batch.charts.plot_video`)."""
+    """One emotion-over-time chart per video (see :func:`fer_batch.outputs.charts.plot_video`)."""
 
     def __init__(self, path: Path, class_names: Sequence[str], *, sources: Sequence[str] | None = None,
                  smooth_s: float = 0.0) -> None:
@@ -233,7 +247,7 @@ class ChartSink(_PerVideoTracks):
         self.smooth_s = smooth_s
 
     def _video_done(self, tracks: VideoTracks) -> None:
-        from fer_batch.charts import plot_video  # noqa: PLC0415 - imports matplotlib
+        from fer_batch.outputs.charts import plot_video  # noqa: PLC0415 - imports matplotlib
 
         path = self.paths(tracks.source)
         self._attempt(f"chart of {tracks.source}", lambda: plot_video(tracks, path, smooth_s=self.smooth_s))

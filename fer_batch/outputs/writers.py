@@ -5,7 +5,7 @@ stream (Parquet: a binary one, see :class:`ParquetWriter`). CSV and JSON Lines w
 writes one array whose closing bracket is added by :meth:`close`, which the
 pipeline calls even after Ctrl-C, so the file is always valid. With
 ``append=True`` a writer continues an output that already holds records (a
-resumed run, see :mod:`fer_batch.resume`): no second CSV header, and the JSON
+resumed run, see :mod:`fer_batch.outputs.resume`): no second CSV header, and the JSON
 array goes on from its last element.
 """
 
@@ -179,7 +179,7 @@ class ResultWriter:
     """Base class: ``write`` each record, then ``close`` once (idempotent).
 
     ``append``: the stream continues an output that already holds records in this format and layout
-    (after :func:`fer_batch.resume.resume_output`). ``count`` is the number of records this writer wrote,
+    (after :func:`fer_batch.outputs.resume.resume_output`). ``count`` is the number of records this writer wrote,
     not counting those already in the output.
     """
 
@@ -243,9 +243,10 @@ class JsonWriter(ResultWriter):
     """A JSON array of per-input objects, streamed element by element."""
 
     def _write(self, result: FrameResult) -> None:
-        # appending, the output ends just after its last element (resume_output cut it there)
-        self.stream.write("[\n" if self.count == 0 and not self.append else ",\n")
-        self.stream.write(json.dumps(frame_to_dict(result), indent=None))
+        # appending, the output ends just after its last element (resume_output cut it there). One write: a
+        # Ctrl-C between the separator and the element would leave a trailing comma, and invalid JSON.
+        separator = "[\n" if self.count == 0 and not self.append else ",\n"
+        self.stream.write(separator + json.dumps(frame_to_dict(result), indent=None))
 
     def _close(self) -> None:
         self.stream.write("[]\n" if self.count == 0 and not self.append else "\n]\n")

@@ -2,7 +2,7 @@
 
 :class:`Analyzer` is the Python API behind ``fer-batch images`` and the
 detection and classification stage of ``fer-batch video``. It takes the events
-of a :class:`~fer_batch.frames.FrameSource` in chunks, with every core busy
+of a :class:`~fer_batch.inputs.frames.FrameSource` in chunks, with every core busy
 (``workers`` threads, default: the usable CPUs): the frames of a chunk are
 detected in parallel (one detector per thread; OpenCV releases the GIL), and
 the next chunk's detection runs while the current chunk's face crops go
@@ -26,14 +26,20 @@ from typing import Protocol, Self, TextIO
 import cv2
 import numpy as np
 
-from fer_batch.classify import DEFAULT_BATCH_SIZE, EmotionClassifier
-from fer_batch.crops import square_crop
-from fer_batch.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, FaceDetector, detects_per_image, make_detector
-from fer_batch.frames import Analysed, Event, Frame, FrameError, FrameSource, Idle, Outcome, SourceEnd
+from fer_batch.analysis.classify import DEFAULT_BATCH_SIZE, EmotionClassifier
+from fer_batch.analysis.crops import square_crop
+from fer_batch.analysis.detect import (
+    DEFAULT_DETECTOR,
+    DEFAULT_MIN_FACE_SIZE,
+    FaceDetector,
+    detects_per_image,
+    make_detector,
+)
+from fer_batch.inputs.frames import Analysed, Event, Frame, FrameError, FrameSource, Idle, Outcome, SourceEnd
+from fer_batch.inputs.sources import SourceItem, file_slug
 from fer_batch.models import resolve_model
 from fer_batch.records import Detection, FaceResult, FrameResult, Status
 from fer_batch.runtime import usable_cpus
-from fer_batch.sources import SourceItem, file_slug
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +65,7 @@ class Chunking(Protocol):
 class GrowingChunks:
     """Photos: chunks of 2, 4, 8... up to ``size`` photos, so the first rows and the progress bar come at once.
 
-    When the source is :class:`~fer_batch.frames.Idle` (paths on stdin, the next one not there yet), the photos
+    When the source is :class:`~fer_batch.inputs.frames.Idle` (paths on stdin, the next one not there yet), the photos
     gathered so far make a chunk at once, ending with that Idle event (alone if there are none), so the
     analysis finishes them and the chunk before them now (see ``_Chunk.finish_now``).
     """
@@ -103,7 +109,7 @@ class _Chunk:
 
         A chunk of a live input (its rows are not held back), the last chunk of a video (its outputs are
         written when it ends, not once the next input has opened, which for a stream can take seconds), and a
-        chunk that ends with :class:`~fer_batch.frames.Idle` (the source waits for its next input, which may
+        chunk that ends with :class:`~fer_batch.inputs.frames.Idle` (the source waits for its next input, which may
         take minutes: the rows of the inputs read so far are not held back).
         Photos overlap: each chunk of photos ends with a photo's end, and is finished after the next starts.
         """
@@ -266,9 +272,9 @@ class Analyzer:
     def analyze_frames(self, events: Iterable[Event], chunking: Chunking | None = None) -> Iterator[Outcome]:
         """The events of a frame source, analysed, in order.
 
-        Yields an :class:`~fer_batch.frames.Analysed` (record and frame) for each frame to analyse and for each
-        :class:`~fer_batch.frames.FrameError`, and passes the other frames and the
-        :class:`~fer_batch.frames.SourceEnd` markers along (not :class:`~fer_batch.frames.Idle`). Detection of one
+        Yields an :class:`~fer_batch.inputs.frames.Analysed` (record and frame) for each frame to analyse and for each
+        :class:`~fer_batch.inputs.frames.FrameError`, and passes the other frames and the
+        :class:`~fer_batch.inputs.frames.SourceEnd` markers along (not :class:`~fer_batch.inputs.frames.Idle`). Detection of one
         chunk overlaps classification of the one before it; a chunk of a live input, the last of a video, or one
         that ends because the source is idle is finished at once, with the chunk before it (see ``_Chunk``).
         """

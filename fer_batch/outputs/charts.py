@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_batch.summary import TrackSeries, VideoTracks
+from fer_batch.outputs.summary import TrackSeries, VideoTracks
 
 MAX_TRACKS = 6  # panels per chart; more would be too small to read, and later tracks are usually brief
 PANEL_HEIGHT_IN = 1.9  # inches per track panel
