@@ -65,12 +65,29 @@ def test_every_photo_is_reported(photo_results: dict) -> None:
     assert all(r.status is not Status.ERROR for r in photo_results.values())
 
 
-@pytest.mark.parametrize(("model", "precision"), sorted(SHIPPED_MIN_ACCURACY))
-def test_shipped_model_accuracy_on_fer2013_validation(model: str, precision: str, tmp_path: Path) -> None:
-    from fer_batch.training.evaluate import evaluate_folder
+@pytest.fixture(scope="module")
+def validation_set() -> tuple[Path, object, object]:
+    """FER2013 validation and its FER+ votes, read once for every model (3,589 PNGs take seconds to decode)."""
+    from fer_batch.model_file import EMOTIONS
+    from fer_batch.training.data import load_image_folder
+    from fer_batch.training.evaluate import image_votes
+    from fer_batch.training.votes import FERPLUS_FILE, read_vote_table
 
-    validation = shared_path("data", "fer2013", "validation")
-    report = evaluate_folder(validation, model, tmp_path, precision=precision).report
+    folder = shared_path("data", "fer2013", "validation")
+    data = load_image_folder(folder, (48, 48), class_names=EMOTIONS)
+    return folder, data, image_votes(read_vote_table(folder.parent / FERPLUS_FILE), folder, data)
+
+
+@pytest.mark.parametrize(("model", "precision"), sorted(SHIPPED_MIN_ACCURACY))
+def test_shipped_model_accuracy_on_fer2013_validation(model: str, precision: str, tmp_path: Path,
+                                                      validation_set: tuple) -> None:
+    from fer_batch.analysis.classify import EmotionClassifier
+    from fer_batch.models import resolve_model
+    from fer_batch.training.evaluate import evaluate_images
+
+    _, data, votes = validation_set
+    classifier = EmotionClassifier.load(resolve_model(model), precision=precision)
+    report = evaluate_images(classifier, data, tmp_path, title=model, votes=votes).report
     assert report["count"] == 3589 and report["precision"] == precision
     folder_labels, crowd = SHIPPED_MIN_ACCURACY[(model, precision)]
     assert report["accuracy"] >= folder_labels
