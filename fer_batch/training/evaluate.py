@@ -29,7 +29,7 @@ from fer_batch.models import resolve_model
 from fer_batch.training.data import ImageSet, load_image_folder
 from fer_batch.training.metrics import classification_report, crowd_report
 from fer_batch.training.plots import plot_confusion_matrix
-from fer_batch.training.votes import VoteTable, find_vote_file, read_vote_table
+from fer_batch.training.votes import FERPLUS_FILE, VoteTable, find_vote_file, read_vote_table
 
 log = logging.getLogger(__name__)
 CROWD_CONFUSION_FILE = "confusion_matrix_ferplus.png"
@@ -55,6 +55,19 @@ def image_votes(votes: VoteTable, folder: Path, data: ImageSet) -> np.ndarray:
         raise DatasetError(f"none of the images in {folder} is listed in {votes.path} (its 'file' column holds "
                            f"paths relative to {votes.path.parent})")
     return counts
+
+
+def dataset_votes(dataset: Path, folder: Path, data: ImageSet) -> np.ndarray | None:
+    """The FER+ vote counts of ``data`` (the images of ``folder``) from ``dataset``'s ``ferplus_labels.csv``;
+    None when the dataset has no votes file or the file lists none of these images (votes for training only)."""
+    vote_file = Path(dataset) / FERPLUS_FILE
+    if not vote_file.is_file():
+        return None
+    try:
+        return image_votes(read_vote_table(vote_file), folder, data)
+    except DatasetError as exc:
+        log.info("%s not scored against crowd votes: %s", folder, exc)
+        return None
 
 
 def evaluate_images(classifier: EmotionClassifier, data: ImageSet, out: Path, title: str,

@@ -178,8 +178,7 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
     from fer_batch.model_file import load_keras_model, stored_precisions  # noqa: PLC0415
     from fer_batch.models import resolve_model  # noqa: PLC0415
     from fer_batch.training.data import VALIDATION_SPLIT, load_image_folder  # noqa: PLC0415
-    from fer_batch.training.evaluate import evaluate_images, image_votes, predicted_classes  # noqa: PLC0415
-    from fer_batch.training.votes import FERPLUS_FILE, read_vote_table  # noqa: PLC0415
+    from fer_batch.training.evaluate import dataset_votes, evaluate_images, predicted_classes  # noqa: PLC0415
 
     paths = stage_paths(plan, root)
     dest.mkdir(parents=True, exist_ok=True)
@@ -201,9 +200,7 @@ def write_card(plan: str, root: Path, dest: Path, hardware: str, throughput: str
     classifier = EmotionClassifier.load(final)
     validation = load_image_folder(dataset / VALIDATION_SPLIT, classifier.input_size,
                                    class_names=classifier.class_names)
-    vote_file = dataset / FERPLUS_FILE
-    votes = (image_votes(read_vote_table(vote_file), dataset / VALIDATION_SPLIT, validation)
-             if vote_file.is_file() else None)
+    votes = dataset_votes(dataset, dataset / VALIDATION_SPLIT, validation)
     report = evaluate_images(classifier, validation, dest, title=f"{plan} on validation", votes=votes).report
     # Each other precision is measured on the final file, except float32 for an int8-only file: that is measured
     # on the file it was quantised from, which is also where the parameters are counted.

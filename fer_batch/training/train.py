@@ -18,7 +18,6 @@ Output folder::
 from __future__ import annotations
 
 import json
-import logging
 import math
 import platform
 import time
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_batch.errors import DatasetError, UsageError
+from fer_batch.errors import UsageError
 from fer_batch.model_file import ModelInfo, save_model
 from fer_batch.training.data import (
     TRAIN_SPLIT,
@@ -45,9 +44,7 @@ from fer_batch.training.metrics import format_report
 from fer_batch.training.options import Optimizer, Recipe, Schedule, Selection, TrainConfig, config_from_json
 from fer_batch.training.plots import plot_history
 from fer_batch.training.targets import crowd_majority_set, training_targets
-from fer_batch.training.votes import FERPLUS_FILE, read_vote_table
 
-log = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
 CHECKPOINT_FILE = "checkpoints/last.keras"
 STATE_FILE = "checkpoints/state.json"
@@ -315,7 +312,7 @@ def iter_epochs(
 def write_report(out: Path, validation: ImageSet | None = None) -> dict[str, Any]:
     """Curves, validation metrics and confusion matrix of the best model in ``out``."""
     from fer_batch.analysis.classify import EmotionClassifier  # noqa: PLC0415
-    from fer_batch.training.evaluate import evaluate_images, image_votes  # noqa: PLC0415
+    from fer_batch.training.evaluate import dataset_votes, evaluate_images  # noqa: PLC0415
 
     out = Path(out)
     plot_history(pd.read_csv(out / HISTORY_FILE), out / "curves.png", title=f"Training: {out.name}")
@@ -325,12 +322,8 @@ def write_report(out: Path, validation: ImageSet | None = None) -> dict[str, Any
         config = json.loads((out / CONFIG_FILE).read_text())
         folder = Path(config["dataset"]) / VALIDATION_SPLIT
         validation = load_image_folder(folder, tuple(config["image_size"]), class_names=classifier.class_names)
-        vote_file = Path(config["dataset"]) / FERPLUS_FILE
-        if vote_file.is_file():  # the crowd's scores beside the folder labels', whichever picked the epoch
-            try:
-                votes = image_votes(read_vote_table(vote_file), folder, validation)
-            except DatasetError as exc:  # votes for the training images only: the report has no crowd part
-                log.info("validation not scored against crowd votes: %s", exc)
+        # The crowd's scores beside the folder labels', whichever picked the epoch.
+        votes = dataset_votes(Path(config["dataset"]), folder, validation)
     return evaluate_images(classifier, validation, out, title="Validation confusion matrix", votes=votes).report
 
 
