@@ -10,7 +10,8 @@ definition, so a renamed option, a choice that is gone or a missing argument fai
 blocks run in order, in one interpreter of their own, as ``.ci/check_install.py`` runs them on the default
 install (with its stand-ins for a network camera). The set-up commands are checked to be the lines ``.ci/run``
 runs. Every relative link leads to a file, and its ``#anchor`` to a heading; the README links every page; and
-every ``--option`` the prose quotes is one of a ``fer-batch`` command or of a tool of this repository.
+every ``--option`` the prose quotes is one of a ``fer-batch`` command or of a tool of this repository; and the
+pages show every command ``fer-batch --help`` lists, and no other.
 """
 
 from __future__ import annotations
@@ -304,3 +305,18 @@ def test_every_option_the_prose_quotes_exists() -> None:
             unknown += [(name, option) for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", span)
                         if option not in known]
     assert not unknown, unknown
+
+
+def test_the_docs_name_every_command_and_no_other() -> None:
+    """Each command ``fer-batch --help`` lists is shown in a code span or block of some page, and each one the
+    pages show is a command: a new command gets its docs, and a renamed one takes its docs along."""
+    import typer.main
+
+    from fer_batch.cli import app
+
+    commands = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    shown = set()
+    for text in PAGES.values():
+        for code in [*re.findall(r"`([^`]+)`", _prose(text)), *(command for _, command in shell_commands(text))]:
+            shown |= set(re.findall(r"(?:^|[|;&(]\s*|\s)fer-batch ([a-z][a-z0-9-]*)", f" {code}"))
+    assert shown == commands, (shown - commands, commands - shown)
