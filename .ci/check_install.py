@@ -1,7 +1,7 @@
 """Check an install of fer-batch as a user has it: run with the Python of the virtual environment to check.
 
     .venv/bin/python .ci/check_install.py                 # README command 1's install (`pip install .`)
-    VENV/bin/python .ci/check_install.py --extra parquet   # an install with one extra: what the README promises of it
+    VENV/bin/python .ci/check_install.py --extra parquet   # an install with one extra: what the docs promise of it
 
 ``.ci/run`` runs it after README command 1, in that command's venv, before command 2 adds the test extras: so
 what a user of the default install meets is checked on the default install, not on the test venv, which brings
@@ -9,7 +9,8 @@ pandas, TensorFlow and the rest. Needs nothing but the install itself (no pytest
 from ``sample_media/``. Each check prints one line; the exit code is 1 when any failed.
 
 The default install's checks: ``images`` on photos, ``video`` on a generated clip, ``evaluate`` on generated
-labelled crops, ``--help`` of every command, the README's Python examples (see :func:`python_examples`), and the
+labelled crops, ``--help`` of every command, the Python examples of the README and of ``docs/`` (see
+:func:`python_examples`), and the
 most likely mistakes with each command (:data:`MISTAKES`): each must end with a clear message and its documented
 exit code, never a traceback. ``tests/test_readme.py`` and ``tests/test_install_check.py`` import this file, so
 the pytest suite runs the same examples and mistakes in the test venv.
@@ -34,6 +35,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+DOCS = REPO / "docs"
 SAMPLE_MEDIA = REPO / "sample_media"
 COMMANDS = ("images", "video", "train", "evaluate", "quantize")
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -43,7 +45,7 @@ CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
 
 def make_workspace(root: Path) -> Path:
-    """A folder with what the checks and the README's examples name, generated from ``sample_media/``.
+    """A folder with what the checks and the documented examples name, generated from ``sample_media/``.
 
     ``photos/`` (three sample photos at 400 px: faces stay findable, runs stay short), ``a.jpg`` and ``b.png``,
     ``clip.mp4`` and ``clips/clip.mp4`` (2 s of a face moving across a frame), ``crops/<class>/`` (labelled
@@ -118,7 +120,7 @@ def expect(proc: subprocess.CompletedProcess[str], code: int) -> None:
 
 @dataclass(frozen=True)
 class Mistake:
-    """A command a user gets wrong, the exit code the README documents for it, and what its message says.
+    """A command a user gets wrong, the exit code docs/usage.md documents for it, and what its message says.
 
     ``args`` are relative to the workspace (:func:`make_workspace`). ``install`` is the install it applies to:
     ``default`` for mistakes only an install without the extras makes (MTCNN without TensorFlow), ``any``
@@ -133,7 +135,7 @@ class Mistake:
     install: str = "any"
 
 
-EXIT_INPUTS, EXIT_USAGE, EXIT_MODEL, EXIT_LAYOUT = 1, 2, 3, 4  # README's exit codes
+EXIT_INPUTS, EXIT_USAGE, EXIT_MODEL, EXIT_LAYOUT = 1, 2, 3, 4  # the exit codes of docs/usage.md
 
 MISTAKES: tuple[Mistake, ...] = (
     Mistake("images: a missing path", ("images", "missing.jpg", "--model", "fast"), EXIT_INPUTS,
@@ -218,12 +220,12 @@ def check_mistake(mistake: Mistake, root: Path) -> None:
         raise CheckFailed(f"stderr lacks {mistake.message!r}: {proc.stderr.strip()[-300:]!r}")
 
 
-# -- the README's Python examples ------------------------------------------------------------------------
+# -- the Python examples of the README and docs/ ---------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Block:
-    """A fenced code block of the README: its language, code, first line number and section heading."""
+    """A fenced code block of a documented page: its language, code, first line number and section heading."""
 
     lang: str
     code: str
@@ -231,7 +233,7 @@ class Block:
     section: str
 
 
-def readme_blocks(text: str) -> list[Block]:
+def code_blocks(text: str) -> list[Block]:
     """Every fenced code block of ``text`` (Markdown), with the ``##``/``###`` heading it stands under."""
     blocks, section, fence, start, lang = [], "", None, 0, ""
     lines = text.splitlines()
@@ -262,28 +264,43 @@ PYTHON_STAND_INS = {"rtsp://camera.local/stream": "rtsp://127.0.0.1:9/stream"}
 
 _RUN_BLOCKS = """
 import json, sys
-namespace = {"__name__": "__readme__"}
-for line, code in json.loads(sys.argv[1]):
-    print(f"--- README line {line}", flush=True)
-    exec(compile(code, f"README.md, block at line {line}", "exec"), namespace)
+namespace = {"__name__": "__docs__"}
+page, blocks = json.loads(sys.argv[1])
+for line, code in blocks:
+    print(f"--- {page} line {line}", flush=True)
+    exec(compile(code, f"{page}, block at line {line}", "exec"), namespace)
 """
 
 
+def documented_pages() -> list[Path]:
+    """The README and every page of ``docs/`` (README first, then by name): what the examples' checks cover, so a
+    new page is covered as soon as it exists."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def page_name(page: Path) -> str:
+    """A documented page as the checks name it: its path from the repository root (``docs/usage.md``)."""
+    return page.relative_to(REPO).as_posix()
+
+
 def python_examples(text: str) -> list[Block]:
-    """The README's Python blocks, in order (each builds on the ones before it, as a reader runs them)."""
-    return [block for block in readme_blocks(text) if block.lang == "python"]
+    """A page's Python blocks, in order (each builds on the ones before it on the page, as a reader runs them)."""
+    return [block for block in code_blocks(text) if block.lang == "python"]
 
 
-def run_python_examples(root: Path, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
-    """Run every Python block of the README, in order and in one interpreter, in the workspace ``root``."""
+def run_python_examples(root: Path, page: Path = README,
+                        python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+    """Run every Python block of ``page``, in order, in an interpreter of its own (a reader runs one page at a
+    time), in the workspace ``root``. Prints ``--- PAGE line N`` before each block, the prelude's N 0."""
     code = [(0, PYTHON_PRELUDE)]
-    for block in python_examples(README.read_text()):
+    for block in python_examples(page.read_text()):
         text = block.code
         for original, stand_in in PYTHON_STAND_INS.items():
             text = text.replace(original, stand_in)
         code.append((block.line, text))
-    return subprocess.run([python, "-c", _RUN_BLOCKS, json.dumps(code)], cwd=root, capture_output=True, text=True,
-                          timeout=600, check=False, env={**os.environ, "OPENCV_FFMPEG_LOGLEVEL": "-8"})
+    return subprocess.run([python, "-c", _RUN_BLOCKS, json.dumps([page_name(page), code])], cwd=root,
+                          capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "OPENCV_FFMPEG_LOGLEVEL": "-8"})
 
 
 # -- the checks ------------------------------------------------------------------------------------------
@@ -339,8 +356,8 @@ def check_help(root: Path) -> None:
             raise CheckFailed(f"fer-batch {command} --help: {proc.stdout[:200]!r}")
 
 
-def check_python_examples(root: Path) -> None:
-    proc = run_python_examples(root)
+def check_python_examples(root: Path, page: Path) -> None:
+    proc = run_python_examples(root, page)
     if proc.returncode != 0:
         raise CheckFailed(" | ".join(proc.stderr.strip().splitlines()[-4:]))
 
@@ -368,7 +385,8 @@ def check_ray(root: Path) -> None:
 CHECKS: dict[str, list[tuple[str, Callable[[Path], None]]]] = {
     "default": [("images on photos", check_images), ("video on a generated clip", check_video),
                 ("evaluate on generated crops", check_evaluate), ("--help of every command", check_help),
-                ("the README's Python examples", check_python_examples)],
+                *[(f"the Python examples of {page_name(page)}", lambda r, page=page: check_python_examples(r, page))
+                  for page in documented_pages() if python_examples(page.read_text())]],
     "parquet": [("a Parquet output, read back with pyarrow", check_parquet)],
     "ray": [("--engine ray on a local cluster", check_ray)],
 }
@@ -377,7 +395,7 @@ CHECKS: dict[str, list[tuple[str, Callable[[Path], None]]]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--extra", choices=[name for name in CHECKS if name != "default"],
-                        help="check what the README promises of this extra (the install must have it)")
+                        help="check what the docs promise of this extra (the install must have it)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     args = parser.parse_args(argv)
     root = args.keep or Path(tempfile.mkdtemp(prefix="fer-batch-check-"))

@@ -10,8 +10,8 @@ before any kernel family is configured, so every network loaded afterwards runs 
 It finds the structure through the symbol table of LiteRT's shared library (``xnn_init_hardware_config``
 returns its address; ``hardware_config`` is the symbol that address must match), so it works only with a LiteRT
 build that keeps that table (the PyPI wheels of ai-edge-litert 2.x do) and checks the layout before writing.
-Checked on 2026-12-02 on a 2-core AMD EPYC with AVX-512 against a real AVX2-only 2-core AMD EPYC (README,
-Speed): under this limit ``fast`` ran 1,166 faces/s here against 1,151-1,161 there, ``accurate`` 131 against 121.
+Checked on 2026-12-02 on a 2-core AMD EPYC with AVX-512 against a real AVX2-only 2-core AMD EPYC (docs/speed.md):
+under this limit ``fast`` ran 1,166 faces/s here against 1,151-1,161 there, ``accurate`` 131 against 121.
 
 Nothing in ``fer_batch`` uses this: the tool always runs the best kernels the CPU has.
 """

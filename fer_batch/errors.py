@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit codes of the ``fer-batch`` command (documented in the README)."""
+    """Process exit codes of the ``fer-batch`` command (documented in docs/usage.md, Exit codes)."""
 
     OK = 0  # every input was read (inputs with no face are not failures)
     INPUT_ERRORS = 1  # the run finished, but one or more inputs could not be read

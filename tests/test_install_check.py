@@ -1,4 +1,4 @@
-"""The likeliest mistakes with each command end with a clear message and the README's exit code, never a traceback.
+"""The likeliest mistakes with each command end with a clear message and its documented exit code, never a traceback.
 
 The mistakes are listed once, in ``.ci/check_install.py`` (:data:`MISTAKES`), which ``.ci/run`` runs as whole
 processes on the default install (no extras). Here they run in this venv, in process (Typer's test runner: a

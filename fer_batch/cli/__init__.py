@@ -20,4 +20,4 @@ __all__ = ["analysis", "app", "evaluate", "images", "main", "quantize", "train",
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="fer-batch")  # also under `python -m fer_batch`, so usage lines match the README
+    app(prog_name="fer-batch")  # also under `python -m fer_batch`, so usage lines match the docs

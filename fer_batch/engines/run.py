@@ -62,7 +62,7 @@ class RunSummary:
 
     @property
     def exit_code(self) -> ExitCode:
-        """The process exit code for this run (the README's table); the one place where a run becomes one."""
+        """The process exit code for this run (docs/usage.md's table); the one place where a run becomes one."""
         if self.broken_pipe:
             return ExitCode.BROKEN_PIPE
         if self.interrupted:
