@@ -18,6 +18,7 @@ import typer
 from fer_batch import __version__
 from fer_batch.analysis.classify import Precision
 from fer_batch.errors import FerBatchError, UsageError
+from fer_batch.models import shipped_models
 
 app = typer.Typer(
     name="fer-batch",
@@ -56,7 +57,8 @@ def choice_of(kind: type[E]) -> dict[str, Any]:
 
 
 ModelOption = Annotated[str, typer.Option(
-    "--model", "-m", metavar="MODEL", help="accurate, fast, a .keras file or a training output folder.")]
+    "--model", "-m", metavar="MODEL",
+    help=f"A shipped model ({', '.join(shipped_models())}), a .keras file or a training output folder.")]
 PrecisionOption = Annotated[Precision, typer.Option(
     **choice_of(Precision),
     help="Network to run: auto (the model's own choice), float32, or int8 (several times faster on a CPU; "
