@@ -101,7 +101,10 @@ _RESNET = (
 # Measured on validation (float32, FER+ majority accuracy): wide-v4-ft 0.668 -> fast-crowd-a 0.7969 (epoch 2; the
 # augmented epochs after it stayed at 0.788-0.795) -> fast-crowd-a-ft 0.8138 (int8: 0.8108). The shipped
 # fast-crowd-a was started with --init-from fast, whose float32 network is wide-v4-ft's. A second run at votes
-# weight 0.8 without augmentation (seed 12) reached 0.7912 after 2 of 4 epochs and was stopped for time.
+# weight 0.8 without augmentation (seed 12) reached 0.7912 after 2 of 4 epochs (0.7897 after 3) and was stopped.
+# Ensembles of these networks level off (float32, mirror averaging): fast-crowd-a-ft alone 0.8161, with
+# fast-crowd-a 0.8191, with the second run 0.8120, all three 0.8132, any of them with wide-v4-ft 0.73-0.76. Networks
+# grown from one wide-v4-ft are too alike to make a crowd-trained `accurate` (>= 0.85) of; see issue 26's notes.
 _CROWD = {"ferplus_weight": 0.9, "drop_non_faces": True, "class_weights": True, "select_by": "ferplus"}
 _FAST_CROWD = (
     Stage("fast-crowd-a", {**_CROWD, "epochs": 6, "learning_rate": 3e-4, "seed": 11}, init_from="wide-v4-ft"),
