@@ -259,12 +259,17 @@ finally:
 """
 
 
+# XLA's CPU compiler without its costly optimisations: most of these tests' time was compiling (49 programs, 131 s
+# of a 174 s run), and they check the path, not its speed.
+_XLA_QUICK = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
 def _run_on_jax_without_tensorflow(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run Python ``code`` with ARGS in a fresh process on Keras's JAX backend, TensorFlow hidden."""
     pytest.importorskip("jax", reason="JAX is not installed (it comes with the test extras)")
     return subprocess.run([sys.executable, "-c", _HIDE_TENSORFLOW + code, *args], check=False, capture_output=True,
                           text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
-                          env={**os.environ, "KERAS_BACKEND": "jax"})
+                          env={**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": _XLA_QUICK})
 
 
 def test_training_runs_on_the_jax_backend_without_tensorflow(dataset: Path, tmp_path: Path) -> None:
