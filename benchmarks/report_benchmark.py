@@ -1,10 +1,10 @@
 """The report page of a large run: its size and build time, ``fer-batch report`` timed as a whole process.
 
-    python benchmarks/report_benchmark.py                        # 100,000 face rows, CSV
+    python benchmarks/report_benchmark.py                        # 100,000 rows, CSV
     python benchmarks/report_benchmark.py --rows 1000000 --format jsonl
 
-It writes a synthetic results file of ``fer-batch images`` with the project's own writer: ``--rows`` face rows
-over photos that are links to the four photos of ``sample_media/`` (about 2.2 faces a photo, boxes inside the
+It writes a synthetic results file of ``fer-batch images`` with the project's own writer: ``--rows`` rows (one
+per face, one per photo without a face or unreadable) over photos that are links to the four photos of ``sample_media/`` (about 2.2 faces a photo, boxes inside the
 photo, random probabilities; 5% of the photos without a face, 1% unreadable), so the thumbnails are cut from real
 images. Then it runs ``fer-batch report`` on it as a new process, as a user does (Python's start-up and the
 imports included; no model is loaded: a report reads results, not faces), and prints the results file's size,
@@ -38,7 +38,7 @@ PHOTOS = ("grace_hopper.jpg", "two_people_composite.jpg", "astronaut.png", "chel
 
 
 def synthesise(folder: Path, rows: int, fmt: OutputFormat, seed: int = 0) -> Path:
-    """A results file of about ``rows`` face rows over links to sample_media/'s photos, in ``folder``."""
+    """A results file of about ``rows`` rows over links to sample_media/'s photos, in ``folder``."""
     rng = np.random.default_rng(seed)
     sizes = {}
     for name in PHOTOS:
@@ -81,7 +81,7 @@ def synthesise(folder: Path, rows: int, fmt: OutputFormat, seed: int = 0) -> Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=100_000, help="face rows in the synthetic results file")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows of the synthetic results file (faces, and photos without one)")
     parser.add_argument("--format", dest="fmt", default="csv", choices=[f.value for f in OutputFormat],
                         help="the results file's format")
     parser.add_argument("--repeat", type=int, default=3, help="runs of fer-batch report; the best is printed")
@@ -90,7 +90,7 @@ def main() -> None:
         folder = Path(tmp)
         began = time.perf_counter()
         results = synthesise(folder, args.rows, OutputFormat(args.fmt))
-        print(f"synthesised {args.rows:,} face rows ({results.stat().st_size / 1e6:.1f} MB {args.fmt}) in "
+        print(f"synthesised {args.rows:,} rows ({results.stat().st_size / 1e6:.1f} MB {args.fmt}) in "
               f"{time.perf_counter() - began:.1f} s")
         times = []
         for _ in range(args.repeat):

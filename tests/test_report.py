@@ -13,6 +13,7 @@ import io
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,14 +136,32 @@ def test_missing_sources_are_listed_not_fatal(run: Path, tmp_path: Path) -> None
     (("rows.csv", "--format", "jsonl"), "is not a fer-batch output"),
     (("rows.csv", "--out", "photos"), "is a folder"),
     (("rows.csv", "--max-faces", "-1"), "--max-faces"),
+    (("bad.parquet",), "is not a Parquet file"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(run: Path, args: tuple[str, ...], message: str) -> None:
     (run / "rows.txt").write_text("x")
     (run / "notes.csv").write_text("my,own\nnotes,here\n")
     (run / "empty.csv").write_text((run / "rows.csv").read_text().splitlines()[0] + "\n")
+    (run / "bad.parquet").write_bytes(b"PAR1")
     proc = fer_batch("report", *args, cwd=run)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_the_benchmarks_results_file_makes_a_report(tmp_path: Path) -> None:
+    """benchmarks/report_benchmark.py's synthetic file is a results file like a run's, its boxes inside its photos."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from report_benchmark import synthesise
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    results = synthesise(tmp_path, 400, OutputFormat.CSV)
+    made = build_report(results, tmp_path / "report.html", max_faces=5, unsure=5)
+    found = digest(results, OutputFormat.CSV)
+    rows = len(results.read_text().splitlines()) - 1  # one per face, one per photo without a face or unreadable
+    assert made.records == found.records and 400 <= rows < 403 and not made.missing_sources
+    assert found.status["error"] > 0 and found.status["no_face"] > 0
+    assert made.thumbnails == 5 * len(found.class_names) + 5  # every face cut: its box lies inside its photo
 
 
 @pytest.fixture(scope="module")
