@@ -68,6 +68,7 @@ SHELL: dict[str, str] = {
     "fer-batch images ./photos --model fast --precision float32":
         _TENSORFLOW + "tests/test_classify.py runs float32",
     "fer-batch images ./photos --save-crops crops/ --model runs/my-model/": RUN,
+    "fer-batch images ./photos --annotate annotated/ --out annotated.csv": RUN,
     "fer-batch images ./photos --out results.csv --resume": RUN,
     "fer-batch images ./photos --out results.csv --overwrite": RUN,
     "fer-batch video clip.mp4 --out clip.csv --plot": RUN,
