@@ -173,6 +173,20 @@ def video_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def test_frame_at_gives_the_frame_the_run_analysed(video_run: Path) -> None:
+    """Thumbnails of video faces come from the frame of their row: seeking back and decoding forward alike."""
+    import numpy as np
+
+    from fer_batch.inputs.video import VideoReader
+
+    with VideoReader(video_run / "clip.mp4") as reader:
+        frames = {frame.index: frame.image for frame in reader.frames()}
+    with VideoReader(video_run / "clip.mp4") as reader:
+        for index in (15, 3, 4, 9, 0, 19):  # back, forward by one, forward by five, back to the start, the last
+            assert np.array_equal(reader.frame_at(index, forward=10), frames[index]), index
+        assert reader.frame_at(len(frames) + 5) is None
+
+
 def test_the_page_of_a_video_run(video_run: Path) -> None:
     proc = fer_batch("report", "rows.jsonl", "--out", "report.html", "--max-faces", "3", "--unsure", "2",
                      cwd=video_run)
