@@ -135,6 +135,7 @@ def test_missing_sources_are_listed_not_fatal(run: Path, tmp_path: Path) -> None
     (("empty.csv",), "holds no results"),
     (("rows.csv", "--format", "jsonl"), "is not a fer-batch output"),
     (("rows.csv", "--out", "photos"), "is a folder"),
+    (("rows.csv", "--out", "./rows.csv"), "is the results file itself"),
     (("rows.csv", "--max-faces", "-1"), "--max-faces"),
     (("bad.parquet",), "is not a Parquet file"),
 ])

@@ -353,6 +353,8 @@ def build_report(results: str | Path, out: str | Path, *, fmt: str | OutputForma
     out = Path(out)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder: name the .html file to write")
+    if out.resolve() == Path(results).resolve():
+        raise UsageError(f"--out {out} is the results file itself: name another file for the page")
     found = digest(results, output_format, max_faces=max_faces, unsure=unsure)
     thumbnails = Thumbnails(Path(base))
     shown = [s for name in _emotions(found) for s in found.best(name)] + found.least_sure()
