@@ -103,6 +103,13 @@ def test_an_annotate_path_that_is_a_file_is_refused(photos: Path) -> None:
     assert (photos / "ann").read_text() == "mine"
 
 
+def test_a_folder_inside_the_inputs_is_warned_of(photos: Path) -> None:
+    proc = fer_batch("images", "in/b", "--model", "fast", "--out", "rows.csv", "--annotate", "in/b/drawn", cwd=photos)
+    assert proc.returncode == 0, proc.stderr
+    assert "--annotate in/b/drawn is inside the input folder in/b" in proc.stderr
+    assert (photos / "in" / "b" / "drawn" / "in" / "b" / "grace_hopper.jpg").is_file()
+
+
 def test_copy_paths_mirror_the_sources() -> None:
     out = Path("ann")
     assert annotated_photo_path(out, "photos/x.jpg") == out / "photos" / "x.jpg"

@@ -236,6 +236,11 @@ class Job:
             if images.annotate_faces_only:
                 log.warning("--annotate-faces-only does nothing without --annotate; ignored")
             return []
+        folder = images.annotate.resolve()
+        inside = [name for name in self.inputs if Path(name).is_dir() and folder.is_relative_to(Path(name).resolve())]
+        if inside:  # not refused: the copies are this run's output; a later run of that folder would read them
+            log.warning("--annotate %s is inside the input folder %s: a later run on that folder would analyse the "
+                        "annotated copies too", images.annotate, inside[0])
         return [PhotoAnnotateSink(images.annotate, class_names, faces_only=images.annotate_faces_only)]
 
     def _analyzer(self, model_path: Path) -> Analyzer:
