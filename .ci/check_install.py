@@ -8,8 +8,8 @@ what a user of the default install meets is checked on the default install, not 
 pandas, TensorFlow and the rest. Needs nothing but the install itself (no pytest): the media are generated here,
 from ``sample_media/``. Each check prints one line; the exit code is 1 when any failed.
 
-The default install's checks: ``images`` on photos, ``video`` on a generated clip, ``evaluate`` on generated
-labelled crops, ``--help`` of every command, the Python examples of the README and of ``docs/`` (see
+The default install's checks: ``images`` on photos (and ``--annotate``), ``video`` on a generated clip, ``report``
+of a photo run, ``evaluate`` on generated labelled crops, ``--help`` of every command, the Python examples of the README and of ``docs/`` (see
 :func:`python_examples`), and the
 most likely mistakes with each command (:data:`MISTAKES`): each must end with a clear message and its documented
 exit code, never a traceback. ``tests/test_readme.py`` and ``tests/test_install_check.py`` import this file, so
@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOCS = REPO / "docs"
 SAMPLE_MEDIA = REPO / "sample_media"
-COMMANDS = ("images", "video", "train", "evaluate", "quantize")
+COMMANDS = ("images", "video", "report", "train", "evaluate", "quantize")
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
 
@@ -186,6 +186,14 @@ MISTAKES: tuple[Mistake, ...] = (
             "tracks.txt"),
     Mistake("video: --show without a display", ("video", "clip.mp4", "--show"), EXIT_USAGE, "--show"),
     Mistake("video: a camera name that is none", ("video", "camera:x"), EXIT_USAGE, "camera:x"),
+    Mistake("report: a missing results file", ("report", "missing.csv"), EXIT_USAGE, "missing.csv: no such results file"),
+    Mistake("report: a CSV that is no results file", ("report", "precious.csv"), EXIT_USAGE,
+            "precious.csv is not a CSV written by fer-batch"),
+    Mistake("report: a file it cannot read", ("report", "notes.jpg"), EXIT_USAGE, "pass --format"),
+    Mistake("report: --max-faces below 0", ("report", "precious.csv", "--max-faces", "-1"), EXIT_USAGE,
+            "--max-faces"),
+    Mistake("report: Parquet without pyarrow", ("report", "old.parquet"), EXIT_USAGE, 'pip install "fer-batch[parquet]"',
+            install="default"),
     Mistake("evaluate: a missing folder", ("evaluate", "missing"), EXIT_USAGE, "missing"),
     Mistake("evaluate: a folder without class folders", ("evaluate", "photos", "--model", "fast"), EXIT_LAYOUT,
             "photos"),
@@ -211,6 +219,7 @@ def prepare_mistakes(root: Path) -> None:
     (root / "notes.jpg").write_text("not an image\n")
     (root / "empty").mkdir(exist_ok=True)
     (root / "precious.csv").write_text("my own notes\n")
+    (root / "old.parquet").write_bytes(b"PAR1")  # what a report of Parquet results without pyarrow meets
 
 
 def check_mistake(mistake: Mistake, root: Path) -> None:
@@ -313,6 +322,17 @@ def check_images(root: Path) -> None:
         raise CheckFailed(f"photos with faces and a cat: statuses {statuses}")
 
 
+def check_report(root: Path) -> None:
+    expect(fer_batch(["images", "photos", "--out", "report.csv", "--overwrite", "--quiet", "--annotate", "annotated"],
+                     root), 0)
+    if len([p for p in (root / "annotated" / "photos").iterdir()]) != 3:
+        raise CheckFailed("--annotate: not one copy per photo")
+    expect(fer_batch(["report", "report.csv", "--out", "report.html"], root), 0)
+    page = (root / "report.html").read_text(encoding="utf-8")
+    if '<img class="thumb"' not in page or "<script" in page or "<svg" not in page:
+        raise CheckFailed(f"report.html: {len(page)} characters, no thumbnail or bar chart")
+
+
 def check_video(root: Path) -> None:
     expect(fer_batch(["video", "clip.mp4", "--out", "rows.jsonl", "--overwrite", "--summary", "tracks.csv",
                       "--plot", "--quiet"], root), 0)
@@ -384,6 +404,7 @@ def check_ray(root: Path) -> None:
 
 CHECKS: dict[str, list[tuple[str, Callable[[Path], None]]]] = {
     "default": [("images on photos", check_images), ("video on a generated clip", check_video),
+                ("report of a photo run, with annotated photos", check_report),
                 ("evaluate on generated crops", check_evaluate), ("--help of every command", check_help),
                 *[(f"the Python examples of {page_name(page)}", lambda r, page=page: check_python_examples(r, page))
                   for page in documented_pages() if python_examples(page.read_text())]],

@@ -49,6 +49,8 @@ _LOCAL_RAY = ("starts a local Ray cluster (half a minute); .ci/check_install.py 
               "tests/test_ray_engine.py run it")
 _SHARED = "needs FER2013 in ../shared; tests/test_dataset_pack.py packs and unpacks a drawn dataset"
 _QUANTIZES = _TENSORFLOW + "tests/test_quantize.py quantises a tiny model"
+_SAMPLE_MEDIA = ("runs in the repository root, on sample_media/ (how docs/images/report.png was made); "
+                 "tests/test_report.py makes the report of sample_media")
 
 SHELL: dict[str, str] = {
     # README, set-up: .ci/run runs both, as written (test_setup_commands_are_the_lines_ci_runs)
@@ -66,6 +68,7 @@ SHELL: dict[str, str] = {
     "fer-batch images ./photos --model fast --precision float32":
         _TENSORFLOW + "tests/test_classify.py runs float32",
     "fer-batch images ./photos --save-crops crops/ --model runs/my-model/": RUN,
+    "fer-batch images ./photos --annotate annotated/ --out annotated.csv": RUN,
     "fer-batch images ./photos --out results.csv --resume": RUN,
     "fer-batch images ./photos --out results.csv --overwrite": RUN,
     "fer-batch video clip.mp4 --out clip.csv --plot": RUN,
@@ -73,6 +76,18 @@ SHELL: dict[str, str] = {
         "needs a network camera; tests/test_streams.py serves streams over loopback",
     "fer-batch train dataset/ --out runs/my-model": _TRAINS,
     "fer-batch evaluate dataset/validation --model runs/my-model --out report/": RUN,
+    # README and docs/report.md
+    "fer-batch images ./photos --annotate annotated/ > results.csv": RUN,
+    "fer-batch report results.csv --out report.html": RUN,
+    "fer-batch images ./photos --out results.csv --annotate annotated/": RUN,
+    "fer-batch images ./photos --out faces.csv --annotate faces/ --annotate-faces-only": RUN,
+    "fer-batch video clip.mp4 --out clip.jsonl": RUN,
+    "fer-batch report clip.jsonl --out clip.html --max-faces 12 --unsure 12": RUN,
+    "fer-batch images sample_media --out sample.csv": _SAMPLE_MEDIA,
+    "fer-batch report sample.csv --out sample.html": _SAMPLE_MEDIA,
+    "chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,1480 "
+    "--screenshot=docs/images/report.png sample.html": "needs Chromium and the repository root; "
+                                                       "tests/test_report.py takes such screenshots",
     # docs/video.md
     "fer-batch video clip.mp4 --out results.csv --plot": RUN,
     "fer-batch video clips/ --out results.jsonl --plot-path charts/ --summary tracks.csv": RUN,
@@ -274,7 +289,7 @@ def test_the_readme_links_every_page() -> None:
 
 
 # Other programs' options, where the prose quotes a command of theirs (`ray start --head`).
-_OTHER_PROGRAMS = {"ruff", "ray", "pip"}
+_OTHER_PROGRAMS = {"ruff", "ray", "pip", "chromium"}
 
 
 def _known_options() -> set[str]:

@@ -1,7 +1,8 @@
 """``fer-batch images`` and ``fer-batch video``: their options declared once, and one job run.
 
-The options are :class:`~fer_batch.engines.options.AnalysisOptions`'s and (``video``)
-:class:`~fer_batch.engines.options.VideoOptions`'s fields, declared here for Typer with their help; each command
+The options are :class:`~fer_batch.engines.options.AnalysisOptions`'s and (``images``)
+:class:`~fer_batch.engines.options.ImageOptions`'s or (``video``) :class:`~fer_batch.engines.options.VideoOptions`'s
+fields, declared here for Typer with their help; each command
 calls :meth:`fer_batch.engines.job.Job.run`, whose :class:`~fer_batch.engines.run.RunSummary` gives the exit code.
 """
 
@@ -17,7 +18,7 @@ import typer
 
 from fer_batch.analysis.detect import DEFAULT_THRESHOLDS, DetectorName
 from fer_batch.cli.common import ModelOption, PrecisionOption, app, choice_of, discard_stdout, fail, setup_logging
-from fer_batch.engines.options import AnalysisOptions, VideoOptions
+from fer_batch.engines.options import AnalysisOptions, ImageOptions, VideoOptions
 from fer_batch.engines.ray_engine import Engine
 from fer_batch.errors import ExitCode, FerBatchError
 from fer_batch.outputs.writers import OutputFormat
@@ -57,6 +58,13 @@ ANALYSIS_OPTIONS: dict[str, Any] = {
     "quiet": typer.Option(
         "--quiet", "-q", help="No progress bar, summary table or info messages."),
 }
+IMAGE_OPTIONS: dict[str, Any] = {
+    "annotate": typer.Option(metavar="DIR", file_okay=False, help=(
+        "Write a copy of each photo with its face boxes, face index and top expression into this folder, under "
+        "the photo's own path (JPEG for JPEG photos, PNG otherwise); photos without a face are copied too.")),
+    "annotate_faces_only": typer.Option(
+        "--annotate-faces-only", help="With --annotate: copy only the photos in which a face was found."),
+}
 VIDEO_OPTIONS: dict[str, Any] = {
     "fps": typer.Option(metavar="FPS", show_default=False, help=(
         "Analyse at most this many frames per second of video (default: 5, unless --every is given).")),
@@ -80,7 +88,8 @@ VIDEO_OPTIONS: dict[str, Any] = {
         "10).")),
     "reconnect": typer.Option(min=0, metavar="N", help="Times to reopen a stream that stalls or disconnects."),
 }
-DECLARED: dict[type, dict[str, Any]] = {AnalysisOptions: ANALYSIS_OPTIONS, VideoOptions: VIDEO_OPTIONS}
+DECLARED: dict[type, dict[str, Any]] = {AnalysisOptions: ANALYSIS_OPTIONS, ImageOptions: IMAGE_OPTIONS,
+                                         VideoOptions: VIDEO_OPTIONS}
 
 
 def _declares_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -119,13 +128,14 @@ def _declares_options(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def _run_job(inputs: list[str], options: AnalysisOptions, video: VideoOptions | None = None) -> NoReturn:
+def _run_job(inputs: list[str], options: AnalysisOptions, video: VideoOptions | None = None,
+             images: ImageOptions | None = None) -> NoReturn:
     """Run the job and exit with its code; a mistake found before the run is one line and its exit code."""
     setup_logging(options.quiet)
     from fer_batch.engines.job import Job  # noqa: PLC0415 - the analysis code: not for --help
 
     try:
-        summary = Job(inputs, options, video).run()
+        summary = Job(inputs, options, video, images=images).run()
     except FerBatchError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:  # before the run started (the run itself ends on Ctrl-C with its summary)
@@ -141,12 +151,13 @@ def images(
     # The argument is described in the docstring: Typer's Arguments section adds the raw type (<list[str]>).
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT", hidden=True)],
     options: AnalysisOptions,
+    image_options: ImageOptions,
 ) -> None:
     """Detect faces in images and classify their expressions: one row per face.
 
     INPUT: image files, folders (searched recursively) or - for paths on stdin, one per line.
     """
-    _run_job(inputs, options)
+    _run_job(inputs, options, images=image_options)
 
 
 @app.command(short_help="Faces, expressions and face tracks over time in videos, streams and cameras.")

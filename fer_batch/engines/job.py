@@ -29,7 +29,7 @@ from fer_batch.analysis.classify import runs_float32
 from fer_batch.analysis.detect import DetectorName
 from fer_batch.analysis.pipeline import Analyzer
 from fer_batch.analysis.video import VideoAnalyzer
-from fer_batch.engines.options import AnalysisOptions, VideoOptions
+from fer_batch.engines.options import AnalysisOptions, ImageOptions, VideoOptions
 from fer_batch.engines.ray_engine import Engine, RayConfig, part_count, ray_outcomes, require_ray, write_parts
 from fer_batch.engines.run import RunSummary, run
 from fer_batch.errors import UsageError
@@ -37,7 +37,7 @@ from fer_batch.inputs.frames import FrameSource, LiveOptions
 from fer_batch.inputs.video import Sampling
 from fer_batch.model_file import read_info
 from fer_batch.models import resolve_model, shipped_models
-from fer_batch.outputs.annotate import AnnotateSink, ShowSink
+from fer_batch.outputs.annotate import AnnotateSink, PhotoAnnotateSink, ShowSink
 from fer_batch.outputs.resume import ResumePoint, check_output, resume_run
 from fer_batch.outputs.sinks import ChartSink, ProgressSink, RecordSink, Sink, TrackSummarySink, default_plot_path
 from fer_batch.outputs.writers import BINARY_FORMATS, OutputFormat, check_format, format_for_path
@@ -65,14 +65,17 @@ class Job:
     """One photo job (``video`` None) or video job: its inputs, its options; checked, then run.
 
     ``inputs`` as the command takes them: files, folders, ``-`` (paths on stdin); for video also stream URLs and
-    cameras (``camera:0``).
+    cameras (``camera:0``). ``images``: the options only a photo job has (``--annotate DIR``).
     """
 
     def __init__(self, inputs: Iterable[str | Path], options: AnalysisOptions | None = None,
-                 video: VideoOptions | None = None) -> None:
+                 video: VideoOptions | None = None, *, images: ImageOptions | None = None) -> None:
+        if video is not None and images is not None:
+            raise TypeError("a job is a photo job (images) or a video job (video), not both")
         self.inputs = [str(i) for i in inputs]
         self.options = options or AnalysisOptions()
         self.video = video
+        self.images = images or ImageOptions()
         self._plan: _Plan | None = None
 
     def check(self) -> None:
@@ -141,6 +144,9 @@ class Job:
             self._warn_video_options(self.video, source)
         if on_ray:
             _check_ray_options(options, source)
+            if self.images.annotate is not None:  # as --save-crops: the decoded photos stay on the workers
+                raise UsageError("--annotate draws on the decoded photos, which stay on the Ray workers: use it "
+                                 "with --engine local")
         elif options.ray_address is not None:
             log.warning("--ray-address does nothing without --engine ray; ignored")
         if _is_folder(options.out):
@@ -157,7 +163,7 @@ class Job:
         _check_writable(options.out)
         model_path, class_names = self._model()
         sinks = self._sinks(source, class_names)
-        if on_ray and any(isinstance(sink, AnnotateSink | ShowSink) for sink in sinks):
+        if on_ray and any(isinstance(sink, AnnotateSink | PhotoAnnotateSink | ShowSink) for sink in sinks):
             raise UsageError("--annotate and --show draw on the decoded frames, which stay on the Ray workers: use "
                              "them with --engine local")
         return _Plan(source, model_path, class_names, output_format, sinks)
@@ -210,7 +216,7 @@ class Job:
         yet."""
         video = self.video
         if video is None:
-            return []
+            return self._photo_sinks(class_names)
         names = [item.source for item in source.items] if source.items is not None else None
         sinks: list[Sink] = []
         chart = self._chart()
@@ -223,6 +229,19 @@ class Job:
         if video.show:
             sinks.append(ShowSink(class_names))
         return sinks
+
+    def _photo_sinks(self, class_names: tuple[str, ...]) -> list[Sink]:
+        images = self.images
+        if images.annotate is None:
+            if images.annotate_faces_only:
+                log.warning("--annotate-faces-only does nothing without --annotate; ignored")
+            return []
+        folder = images.annotate.resolve()
+        inside = [name for name in self.inputs if Path(name).is_dir() and folder.is_relative_to(Path(name).resolve())]
+        if inside:  # not refused: the copies are this run's output; a later run of that folder would read them
+            log.warning("--annotate %s is inside the input folder %s: a later run on that folder would analyse the "
+                        "annotated copies too", images.annotate, inside[0])
+        return [PhotoAnnotateSink(images.annotate, class_names, faces_only=images.annotate_faces_only)]
 
     def _analyzer(self, model_path: Path) -> Analyzer:
         """The pipeline; TensorFlow is loaded only where the run needs it.

@@ -1,4 +1,5 @@
-"""The options of a job, as the command line takes them: :class:`AnalysisOptions`, :class:`VideoOptions`.
+"""The options of a job, as the command line takes them: :class:`AnalysisOptions`, :class:`ImageOptions`,
+:class:`VideoOptions`.
 
 Light to import (no model code): the command line declares its ``images`` and ``video`` options from these
 fields, with their defaults, and :class:`fer_batch.engines.job.Job` runs a job from them.
@@ -39,6 +40,14 @@ class AnalysisOptions:
     ray_address: str | None = None
     save_crops: Path | None = None
     quiet: bool = False  # no progress bar and no summary table (the log level is the caller's)
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """The options that only ``fer-batch images`` has: annotated copies of the photos."""
+
+    annotate: Path | None = None  # a folder: each photo's copy under its own path there
+    annotate_faces_only: bool = False  # no copy of a photo without a face
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,23 @@ class VideoReader:
                 continue
             yield DecodedFrame(current, time_s, image, sampled)
 
+    def frame_at(self, index: int, *, forward: int = 0) -> np.ndarray | None:
+        """The frame at decode position ``index`` (as the rows' ``frame``), or None past the end.
+
+        For a few frames, not a pass over the video: it seeks (FFmpeg decodes from the keyframe before), or
+        decodes forward when ``index`` lies at most ``forward`` frames after the current position. Do not mix
+        with :meth:`frames`.
+        """
+        position = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
+        if not 0 <= index - position <= forward:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+            position = index
+        for _ in range(index - position):
+            if not self._cap.grab():
+                return None
+        ok, image = self._cap.read()
+        return image if ok and image is not None and image.size else None
+
     @property
     def ended_early(self) -> bool:
         """True when decoding stopped well before the length the container announces (a truncated file)."""

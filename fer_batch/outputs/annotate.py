@@ -1,4 +1,4 @@
-"""Boxes, track IDs and the top expression drawn on the frames: annotated copies of videos, and a live window.
+"""Boxes, track IDs and the top expression drawn on the frames: annotated copies of videos and photos, a live window.
 
 :class:`AnnotateSink` draws on the frames as they pass through the run (the
 frame source passes every frame along, not only the analysed ones), so a
@@ -13,6 +13,10 @@ Ctrl-C still renames it, since it is a valid video up to that point.
 
 The MP4 is written with OpenCV's built-in MPEG-4 Part 2 encoder (``mp4v``),
 the only one its wheels ship; VLC, mpv and ffmpeg play it, some browsers do not.
+
+:class:`PhotoAnnotateSink` (``fer-batch images --annotate DIR``) draws the same boxes and labels on a copy of
+each photo, at the photo's own (EXIF-rotated) size, under the photo's own path inside ``DIR``
+(:func:`annotated_photo_path`): JPEG for JPEG inputs, PNG for the others.
 
 :class:`ShowSink` shows the same drawing in a window (``--show``).
 """
@@ -32,7 +36,7 @@ from fer_batch.errors import InputError, UsageError
 from fer_batch.inputs.frames import Frame, SourceEnd
 from fer_batch.outputs.charts import class_colors
 from fer_batch.outputs.sinks import PerVideoPaths, Sink
-from fer_batch.records import FaceResult, FrameResult
+from fer_batch.records import FaceResult, FrameResult, Status
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,10 @@ def _bgr(hex_color: str) -> tuple[int, int, int]:
 
 
 def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], class_names: Sequence[str]) -> np.ndarray:
-    """Draw each face's box and a ``#track emotion 87%`` label on ``image`` (in place); returns it."""
+    """Draw each face's box and a ``#N emotion 87%`` label on ``image`` (in place); returns it.
+
+    ``N`` is the face's track ID in video, its index in the photo (the rows' ``face``) for photos.
+    """
     colors = {name: _bgr(c) for name, c in class_colors(class_names).items()}
     height, width = image.shape[:2]
     scale = max(0.4, min(width, height) / 720)  # text and lines grow with the frame
@@ -59,8 +66,7 @@ def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], class_names: Sequ
         color = colors.get(face.emotion, (255, 255, 255))
         box = face.box
         cv2.rectangle(image, (box.x, box.y), (box.x + box.w, box.y + box.h), color, thickness, cv2.LINE_AA)
-        label = f"#{face.track} " if face.track is not None else ""
-        label += f"{face.emotion} {face.confidence:.0%}"
+        label = f"#{face.track if face.track is not None else face.face} {face.emotion} {face.confidence:.0%}"
         font_scale = 0.6 * scale
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         top = box.y - th - base - 4
@@ -179,6 +185,66 @@ class AnnotateSink(Sink):
         copy, self._copy = self._copy, None
         if copy is not None:
             self._attempt(f"annotated copy {copy.out}", copy.finish)
+
+
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+KEPT_SUFFIXES = (*JPEG_SUFFIXES, ".png")  # annotated copies keep these names; other photos get ".png" added
+
+
+def annotated_photo_path(folder: Path, source: str) -> Path:
+    """Where the annotated copy of the photo ``source`` goes: its path as given, inside ``folder``.
+
+    ``photos/a/x.jpg`` becomes ``DIR/photos/a/x.jpg``, so equal names in different folders stay apart; an
+    absolute path loses its root (``/data/x.jpg``: ``DIR/data/x.jpg``) and ``..`` becomes ``_up``. JPEG photos stay
+    JPEG; a PNG keeps its name; any other photo is written as PNG with ``.png`` added (``x.webp.png``), so
+    ``x.webp`` and ``x.png`` beside it never share a copy.
+    """
+    path = Path(source)
+    relative = path.parts[1:] if path.anchor else path.parts  # the root ("/", "C:\\") goes
+    parts = ["_up" if part == ".." else part for part in relative if part not in ("", ".")]
+    out = folder.joinpath(*parts) if parts else folder / "photo"
+    return out if out.suffix.lower() in KEPT_SUFFIXES else out.with_name(out.name + ".png")
+
+
+class PhotoAnnotateSink(Sink):
+    """A copy of each photo with its faces drawn on it, in ``folder`` (``fer-batch images --annotate DIR``).
+
+    Photos without a face are copied too (so the folder holds every photo that was read), unless
+    ``faces_only``. A photo that could not be read has an error row and no copy. Copies are written as each
+    photo's record arrives, so a resumed run draws only the photos it analyses.
+    """
+
+    def __init__(self, folder: Path, class_names: Sequence[str], *, faces_only: bool = False) -> None:
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"--annotate {folder} is a file: name a folder for the annotated photos")
+        self.folder = folder
+        self.class_names = tuple(class_names)
+        self.faces_only = faces_only
+        self.written = 0
+
+    def receive(self, result: FrameResult, frame: Frame | None) -> None:
+        if frame is None or result.status is Status.ERROR or (self.faces_only and not result.faces):
+            return
+        out = annotated_photo_path(self.folder, result.source)
+        try:
+            if out.resolve() == Path(result.source).resolve():
+                raise InputError("it would overwrite the photo itself")
+            image = draw_faces(frame.image.copy(), result.faces, self.class_names)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            ok, data = cv2.imencode(".jpg" if out.suffix.lower() in JPEG_SUFFIXES else ".png", image)
+            if not ok:
+                raise InputError("OpenCV could not encode it")
+            out.write_bytes(data.tobytes())
+        except (InputError, OSError, cv2.error) as exc:
+            log.error("could not write the annotated copy of %s: %s", result.source, exc)
+            self.failures += 1
+            return
+        self.written += 1
+        log.debug("wrote %s", out)
+
+    def close(self) -> None:
+        if self.written:
+            log.info("wrote %d annotated photo(s) into %s", self.written, self.folder)
 
 
 def display_problem() -> str | None:
