@@ -122,6 +122,9 @@ def connect(address: str | None = None) -> None:
                                "log_to_driver": False}
     if address is None:
         options["num_cpus"] = usable_cpus()
+        # Ray starts its workers at nice 15, below every other process; the analysis of a local run is this
+        # command's own work, at its priority (as with --engine local). A cluster's nodes keep their own setting.
+        os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))
     else:
         _check_reachable(address)  # ray.init() retries an address nobody answers on for ever
     try:
@@ -129,8 +132,8 @@ def connect(address: str | None = None) -> None:
     except ConnectionError as exc:
         hint = ""
         if address is not None and not os.environ.get("RAY_AUTH_MODE"):
-            hint = ("; if the cluster uses token authentication (what `ray start` turns on since Ray 2.59), set "
-                    "RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN off the head machine")
+            hint = ("; if the cluster uses token authentication (started with RAY_AUTH_MODE=token), set "
+                    "RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN=<its token> off the head machine")
         raise UsageError(f"cannot reach the Ray cluster at {address}: {exc}{hint}") from exc
 
 
