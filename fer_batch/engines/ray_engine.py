@@ -1,45 +1,41 @@
-"""The same job on a Ray cluster (``--engine ray``): Ray Data reads, detects and classifies; the driver writes.
+"""The same job on a Ray cluster (``--engine ray``): Ray Data runs the local pipeline in tasks; the driver writes.
 
-Photos go through three Ray Data stages, each a ``map_batches`` over Arrow
-tables of a few inputs (one row per input, its place in the input order kept
-in ``index``):
+The job is one Ray Data stage, :func:`analyse_batch`: a ``map_batches`` of Ray tasks over Arrow tables of
+inputs (one row per input: its ``source``, its path, the reason it cannot be opened, and its place in the input
+order, ``index``). Each task runs the local pipeline over its inputs, as ``--engine local`` does in one
+process: the photos of a batch (up to 32) are read, decoded and detected, and their faces go through the
+classifier in one call; a video (one per task) is sampled, detected, classified and tracked by the local
+:class:`~fer_batch.analysis.video.VideoAnalyzer`. Only paths go in and records come out (faces as JSON, no
+pixels), so nothing large crosses Ray's object store. Each worker process loads the model on its first task and
+keeps it for the next ones (:func:`_analysis`).
 
-1. **read** (Ray tasks): each file's bytes, or the reason it cannot be read;
-2. **detect** (a pool of :class:`_Detect` actors): decoding, YuNet (or the
-   chosen detector), and the face crops the model takes;
-3. **classify** (a pool of :class:`_Classify` actors): all crops of a batch
-   through the classifier in one call; one record per input, its faces as JSON (the JSON writers' face
-   objects, every digit kept: :func:`fer_batch.outputs.writers.face_to_dict`).
+By default one task runs per CPU of the cluster, on one CPU with one thread (OpenCV, LiteRT and the readers):
+the cores are filled and none is shared. ``--workers W`` runs W at once, on an equal share of the CPUs each, no
+more than the largest node has, with as many threads as whole CPUs in the share.
 
-Video runs one video per task: a pool of :class:`_Videos` actors, each
-running the local :class:`~fer_batch.analysis.video.VideoAnalyzer` over its video and
-returning one row per sampled frame, in order (face tracks included).
+Tasks, not actors: a task whose worker process dies, or whose whole node is lost, is run again on another node
+(Ray Data retries tasks on system errors, without limit), and a task's records reach the driver once, in input
+order, so a lost worker or node neither loses nor duplicates an input. (An actor lost with its node would wait
+for a restart on a node that may never come back.)
 
-Each actor loads its model once, in ``__init__``, and sets its own thread
-counts. The pools' CPU requests are scaled so that both pools together leave
-half a CPU for the read tasks (two actors that take both CPUs of a 2-CPU
-cluster leave the reads no slot, and the job hangs: ray issue 44687). Actors
-are restarted when their process dies, and the batch they held is retried, so a
-lost worker neither loses nor duplicates an input.
+Ray Data keeps the input order (``preserve_order``), so :func:`ray_outcomes` yields the same
+:class:`~fer_batch.inputs.frames.Analysed` records and :class:`~fer_batch.inputs.frames.SourceEnd` markers, in the
+same order, as a local run, and :func:`fer_batch.engines.run.run` feeds them to the same sinks (rows, progress,
+charts, summaries), with the same summary and exit code. :func:`write_parts` instead lets Ray write a folder of
+part files, one row per face.
 
-Ray Data keeps the input order (``preserve_order``), so :func:`ray_outcomes`
-yields the same :class:`~fer_batch.inputs.frames.Analysed` records and
-:class:`~fer_batch.inputs.frames.SourceEnd` markers, in the same order, as a local run,
-and :func:`fer_batch.engines.run.run` feeds them to the same sinks (rows, progress,
-charts, summaries), with the same summary and exit code. :func:`write_parts`
-instead lets Ray write a folder of part files, one row per face.
-
-Files are read by the cluster's workers at the paths the driver found: on a
-cluster of several machines, the inputs must be on storage that every machine
-mounts at the same path, and fer-batch installed on every machine.
+Files are read by the cluster's workers at the paths the driver found: on a cluster of several machines, the
+inputs must be on storage that every machine mounts at the same path, and fer-batch installed on every machine.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -65,7 +61,9 @@ log = logging.getLogger(__name__)
 
 RAY_VERSION = "2.60.0"  # the version tested (pyproject.toml's ray extra pins it)
 RAY_INSTALL = 'pip install "fer-batch[ray]"'
-IMAGES_PER_TASK = 16  # photos per block and per task: one classifier batch of their faces
+MAX_IMAGES_PER_TASK = 32  # photos per task (one classifier batch of their faces): each task costs Ray ~0.2 s
+MIN_IMAGES_PER_TASK = 8  # ... but a few tasks per worker, so that a small job keeps every CPU busy to its end
+TASKS_PER_WORKER = 4
 MIN_TASK_CPUS = 0.05
 PART_CPUS = 0.25  # CPU a task that turns records into part-file rows asks for
 
@@ -284,6 +282,11 @@ def _sizes(config: RayConfig) -> tuple[int, float, int]:
     return workers, share, max(1, int(share))
 
 
+def images_per_task(photos: int, workers: int) -> int:
+    """Photos per task: as many as :data:`MAX_IMAGES_PER_TASK`, fewer when that leaves a worker without work."""
+    return max(MIN_IMAGES_PER_TASK, min(MAX_IMAGES_PER_TASK, math.ceil(photos / (workers * TASKS_PER_WORKER))))
+
+
 def records(items: Sequence[SourceItem], config: RayConfig, *, video: bool = False) -> ray.data.Dataset:
     """The Ray dataset of the job's records, in input order: one row per photo, or per sampled video frame.
 
@@ -305,10 +308,12 @@ def records(items: Sequence[SourceItem], config: RayConfig, *, video: bool = Fal
     schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in _INPUT_FIELDS])
     rows = [{"index": i, "source": item.source, "path": None if item.path is None else str(item.path),
              "error": item.error} for i, item in enumerate(items)]
-    per_task = 1 if video else IMAGES_PER_TASK
+    # Ray Data warns when a job has fewer batches than tasks may run at once (one photo): nothing to act on.
+    warnings.filterwarnings("ignore", "The maximum number of concurrent tasks", UserWarning, "ray.data")
+    workers, cpus, threads = _sizes(config)
+    per_task = 1 if video else images_per_task(len(rows), workers)
     blocks = [pa.Table.from_pylist(rows[start:start + per_task], schema=schema)
               for start in range(0, len(rows), per_task)] or [schema.empty_table()]
-    workers, cpus, threads = _sizes(config)
     # Tasks, not actors: a task whose worker or node dies is run again elsewhere (Ray Data's max_retries=-1 for
     # system errors), where an actor pool waits for its dead actor to come back on a node that may be gone.
     return ray.data.from_arrow(blocks).map_batches(
