@@ -66,12 +66,18 @@ class Node:
     temp_dir: Path
     cpus: int
     cores: tuple[int, ...] | None = None
+    gcs_port: int | None = None  # the head's: its Ray client server names the port, not the folder
+
+    def _is_mine(self, cmd: bytes) -> bool:
+        if str(self.temp_dir).encode() in cmd:
+            return True
+        return self.gcs_port is not None and b"ray.util.client.server" in cmd and f":{self.gcs_port}\0".encode() in cmd
 
     def pids(self) -> list[int]:
-        """The node's processes: those that name its temporary folder (raylet, agents), and all below them."""
+        """The node's processes: those that name its temporary folder (raylet, agents) or, on the head, its GCS
+        port (the Ray client server), and all below them."""
         table = _processes()
-        marker = str(self.temp_dir).encode()
-        mine = {pid for pid, (_, cmd) in table.items() if marker in cmd}
+        mine = {pid for pid, (_, cmd) in table.items() if self._is_mine(cmd)}
         grew = True
         while grew:
             below = {pid for pid, (parent, _) in table.items() if parent in mine and pid not in mine}
@@ -120,7 +126,7 @@ class Cluster:
         for i, cpus in enumerate(self.cpus):
             cores = tuple(range(first_core, first_core + cpus)) if self.pin else None
             first_core += cpus
-            node = Node(self.root / f"node{i}", cpus, cores)
+            node = Node(self.root / f"node{i}", cpus, cores, gcs_port=self.port if i == 0 else None)
             command = [RAY, "start", f"--num-cpus={cpus}", f"--temp-dir={node.temp_dir}",
                        f"--node-ip-address={LOOPBACK}", f"--node-manager-port={free_port()}",
                        f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
