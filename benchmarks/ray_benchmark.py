@@ -1,6 +1,6 @@
 """`--engine ray` against `--engine local` on the same cores, and on 1 and 2 Ray nodes of 1 CPU each.
 
-    python benchmarks/ray_benchmark.py                     # 2,400 photos, 24 videos, 2 repeats
+    python benchmarks/ray_benchmark.py                     # 3,600 photos, 24 videos, 2 repeats
     python benchmarks/ray_benchmark.py --count 1200 --videos 0 --repeat 1 --options "--model fast"
 
 The photos are copies (hard links, under distinct names) of real photos (../shared/media/photos when it is there,
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -126,7 +127,7 @@ def ratio(a: list[float], b: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=2400, help="photos (copies of the real photos)")
+    parser.add_argument("--count", type=int, default=3600, help="photos (copies of the real photos)")
     parser.add_argument("--videos", type=int, default=24, help="videos (copies of the shared clips); 0: none")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--photos", type=Path, default=SHARED / "photos" if SHARED.is_dir() else REPO / "sample_media")
@@ -135,6 +136,7 @@ def main() -> None:
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("needs 2 usable cores (one per node)")
     extra = args.options.split()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: still stop the nodes (finally below)
     print(f"cpu: {cpu_description()}\nload average before: {load()}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="fer-batch-ray-"))
     clusters: list[Cluster] = []
