@@ -121,6 +121,8 @@ def test_two_nodes_write_the_same_rows_as_local_and_refuse_a_wrong_token(nodes: 
         proc = _on(nodes, *inputs, "--out", refused, **quick, **env)
         assert proc.returncode == 2 and "cannot reach the Ray cluster" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and not refused.exists()
+        # without token mode, fer-batch says what to set
+        assert ("set RAY_AUTH_MODE=token" in proc.stderr) is (env.get("RAY_AUTH_MODE") == "disabled")
 
 
 def _wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]

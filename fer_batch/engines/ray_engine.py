@@ -129,7 +129,7 @@ def connect(address: str | None = None) -> None:
         ray.init(address=address, **options)
     except ConnectionError as exc:
         hint = ""
-        if address is not None and not os.environ.get("RAY_AUTH_MODE"):
+        if address is not None and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
             hint = ("; if the cluster uses token authentication (started with RAY_AUTH_MODE=token), set "
                     "RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN=<its token> off the head machine")
         raise UsageError(f"cannot reach the Ray cluster at {address}: {exc}{hint}") from exc
