@@ -99,8 +99,9 @@ def test_cli_parquet_file_and_folder_of_parts(cluster: str, tmp_path: Path) -> N
     assert proc.returncode == 2 and "--overwrite" in proc.stderr  # parts already there are never mixed
 
 
-def _actor_pids(stage: str) -> list[int]:
-    """Processes of Ray actors of one stage, by the title Ray gives them (ray::MapWorker(MapBatches(_Detect)))."""
+def _task_pids(stage: str) -> list[int]:
+    """Ray worker processes running a task of one stage, by the title Ray gives them
+    (ray::MapBatches(analyse_batch) while it runs one, ray::IDLE between tasks)."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
@@ -124,11 +125,11 @@ def test_a_killed_worker_loses_and_duplicates_no_input(cluster: str, tmp_path: P
     for outcome in ray_outcomes(items, RayConfig(model=MODEL, workers=1)):
         if isinstance(outcome, Analysed):
             results.append(outcome.result)
-            if killed is None:  # the first row is out: the detector is mid-run
+            if killed is None:  # the first row is out: the other batches are being analysed
                 deadline = time.monotonic() + 30
-                while not (pids := _actor_pids("_Detect")) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                assert pids, "no detect actor found"
+                while not (pids := _task_pids("analyse_batch")) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert pids, "no worker running a task found"
                 killed = pids[0]
                 os.kill(killed, signal.SIGKILL)
     assert [r.source for r in results] == [item.source for item in items]  # each once, in order
@@ -137,7 +138,7 @@ def test_a_killed_worker_loses_and_duplicates_no_input(cluster: str, tmp_path: P
         want = expected[originals[int(Path(r.source).stem.split("_")[1]) % len(originals)].name]
         assert (r.status, [(f.box, f.emotion) for f in r.faces]) == (want.status, [(f.box, f.emotion)
                                                                                   for f in want.faces])
-    assert killed not in _actor_pids("_Detect")  # it was really gone, and a new one took its batches
+    assert killed not in _task_pids("analyse_batch")  # it was really gone, and another worker ran its batch again
 
 
 _WITHOUT_RAY = """
@@ -157,19 +158,20 @@ def test_records_reach_the_driver_with_every_digit() -> None:
     run's do, when they are written."""
     import numpy as np
 
-    from fer_batch.engines.ray_engine import _classified, _faces_json, _video_row, to_result
-    from fer_batch.records import Box, FaceResult
+    from fer_batch.analysis.pipeline import classified_face
+    from fer_batch.engines.ray_engine import _faces_json, _record_row, to_result
+    from fer_batch.records import Box, Detection, FaceResult
 
     probs = np.array([[0.1, 0.2, 0.05, 0.3, 0.15, 0.1, 0.1]], np.float32) / np.float32(1.0000001)
     row = {"source": "a.jpg", "status": "ok", "error": None, "width": 9, "height": 8,
-           "faces": _faces_json(_classified([[1, 2, 3, 4, 0.912345678]], probs, NAMES))}
+           "faces": _faces_json([classified_face(0, Detection(Box(1, 2, 3, 4), 0.912345678), probs[0], NAMES)])}
     (face,) = to_result(row).faces
     assert face.det_score == 0.912345678 and face.emotion == NAMES[3]
     assert face.probabilities == {n: float(p) for n, p in zip(NAMES, probs[0])} and face.confidence == float(probs[0, 3])
     frame = FrameResult("v.mp4", Status.OK, (FaceResult(0, Box(1, 2, 3, 4), 0.987654321, "sad", 0.123456789,
                                                         dict.fromkeys(NAMES, 1 / 7), track=3),),
                         width=9, height=8, frame=5, time_s=0.2, extra={"duration_s": 4.0})
-    back = to_result(_video_row(0, frame))
+    back = to_result(_record_row(0, frame))
     assert back == frame and back.extra == frame.extra
 
 

@@ -45,6 +45,8 @@ PAGES = {CHECK.page_name(page): page.read_text() for page in documented_pages()}
 _TRAINS = "trains for minutes (50 epochs by default); tests/test_training.py trains on a drawn dataset"
 _TENSORFLOW = "loads TensorFlow (seconds); "
 _CLUSTER = "needs a Ray cluster of several machines"
+_NODES = ("starts a Ray node that stays up (port 6379); tests/test_ray_cluster.py starts two nodes the same way, "
+          "each with its own ports and folder")
 _LOCAL_RAY = ("starts a local Ray cluster (half a minute); .ci/check_install.py --extra ray and "
               "tests/test_ray_engine.py run it")
 _SHARED = "needs FER2013 in ../shared; tests/test_dataset_pack.py packs and unpacks a drawn dataset"
@@ -100,8 +102,10 @@ SHELL: dict[str, str] = {
     'pip install "fer-batch[ray]"': "installs from a package index; .ci/run installs the ray extra from this tree",
     "fer-batch images ./photos --engine ray --out results.parquet": _LOCAL_RAY,
     "fer-batch video ./clips --engine ray --workers 4 --out rows.jsonl --summary tracks.csv": _LOCAL_RAY,
-    "ray start --head --port=6379": _CLUSTER,
-    "RAY_AUTH_MODE=token RAY_AUTH_TOKEN=<token> ray start --address=HEAD:6379": _CLUSTER,
+    "ray get-auth-token --generate": "writes ~/.ray/auth_token; tests/test_ray_cluster.py gives its nodes a "
+                                     "generated token as RAY_AUTH_TOKEN",
+    "RAY_AUTH_MODE=token ray start --head --port=6379": _NODES,
+    "RAY_AUTH_MODE=token RAY_AUTH_TOKEN=<token> ray start --address=HEAD:6379": _NODES,
     "export RAY_AUTH_MODE=token": _CLUSTER,
     "fer-batch images /mnt/photos --engine ray --ray-address HEAD:6379 --out results.parquet": _CLUSTER,
     "fer-batch images /mnt/photos --engine ray --ray-address HEAD:6379 --out parts/": _CLUSTER,

@@ -46,7 +46,7 @@ ANALYSIS_OPTIONS: dict[str, Any] = {
     "precision": PrecisionOption.__metadata__[0],
     "workers": typer.Option(min=1, show_default=False, metavar="N", help=(
         "Threads for decoding, detection and classification (default: the CPUs this process may use); with "
-        "--engine ray, actors per stage (default: half the cluster's CPUs).")),
+        "--engine ray, tasks at once, on an equal share of the cluster's CPUs each (default: one per CPU).")),
     "engine": typer.Option(**choice_of(Engine), help=(
         "Where the job runs: this process, or a Ray cluster (needs the ray extra: pip install "
         "\"fer-batch[ray]\").")),

@@ -35,7 +35,7 @@ class AnalysisOptions:
     threshold: float | None = None  # default: the detector's own (DEFAULT_THRESHOLDS)
     batch_size: int = DEFAULT_BATCH_SIZE
     precision: Precision = Precision.AUTO
-    workers: int | None = None  # default: the CPUs this process may use; with Ray, half the cluster's
+    workers: int | None = None  # default: the CPUs this process may use; with Ray, one task per CPU
     engine: Engine = Engine.LOCAL
     ray_address: str | None = None
     save_crops: Path | None = None

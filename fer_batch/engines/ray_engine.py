@@ -1,62 +1,59 @@
-"""The same job on a Ray cluster (``--engine ray``): Ray Data reads, detects and classifies; the driver writes.
+"""The same job on a Ray cluster (``--engine ray``): Ray Data runs the local pipeline in tasks; the driver writes.
 
-Photos go through three Ray Data stages, each a ``map_batches`` over Arrow
-tables of a few inputs (one row per input, its place in the input order kept
-in ``index``):
+The job is one Ray Data stage, :func:`analyse_batch`: a ``map_batches`` of Ray tasks over Arrow tables of
+inputs (one row per input: its ``source``, its path, the reason it cannot be opened, and its place in the input
+order, ``index``). Each task runs the local pipeline over its inputs, as ``--engine local`` does in one
+process: the photos of a batch (up to 64) are read, decoded and detected, and their faces go through the
+classifier in one call; a video (one per task) is sampled, detected, classified and tracked by the local
+:class:`~fer_batch.analysis.video.VideoAnalyzer`. Only paths go in and records come out (faces as JSON, no
+pixels), so nothing large crosses Ray's object store. Each worker process loads the model on its first task and
+keeps it for the next ones (:func:`_analysis`).
 
-1. **read** (Ray tasks): each file's bytes, or the reason it cannot be read;
-2. **detect** (a pool of :class:`_Detect` actors): decoding, YuNet (or the
-   chosen detector), and the face crops the model takes;
-3. **classify** (a pool of :class:`_Classify` actors): all crops of a batch
-   through the classifier in one call; one record per input, its faces as JSON (the JSON writers' face
-   objects, every digit kept: :func:`fer_batch.outputs.writers.face_to_dict`).
+By default one task runs per CPU of the cluster, on one CPU with one thread (OpenCV, LiteRT and the readers):
+the cores are filled and none is shared. ``--workers W`` runs W at once, on an equal share of the CPUs each, no
+more than the largest node has, with as many threads as whole CPUs in the share.
 
-Video runs one video per task: a pool of :class:`_Videos` actors, each
-running the local :class:`~fer_batch.analysis.video.VideoAnalyzer` over its video and
-returning one row per sampled frame, in order (face tracks included).
+Tasks, not actors: a task whose worker process dies, or whose whole node is lost, is run again on another node
+(Ray Data retries tasks on system errors, without limit), and a task's records reach the driver once, in input
+order, so a lost worker or node neither loses nor duplicates an input. (An actor lost with its node would wait
+for a restart on a node that may never come back.)
 
-Each actor loads its model once, in ``__init__``, and sets its own thread
-counts. The pools' CPU requests are scaled so that both pools together leave
-half a CPU for the read tasks (two actors that take both CPUs of a 2-CPU
-cluster leave the reads no slot, and the job hangs: ray issue 44687). Actors
-are restarted when their process dies, and the batch they held is retried, so a
-lost worker neither loses nor duplicates an input.
+Ray Data keeps the input order (``preserve_order``), so :func:`ray_outcomes` yields the same
+:class:`~fer_batch.inputs.frames.Analysed` records and :class:`~fer_batch.inputs.frames.SourceEnd` markers, in the
+same order, as a local run, and :func:`fer_batch.engines.run.run` feeds them to the same sinks (rows, progress,
+charts, summaries), with the same summary and exit code. :func:`write_parts` instead lets Ray write a folder of
+part files, one row per face.
 
-Ray Data keeps the input order (``preserve_order``), so :func:`ray_outcomes`
-yields the same :class:`~fer_batch.inputs.frames.Analysed` records and
-:class:`~fer_batch.inputs.frames.SourceEnd` markers, in the same order, as a local run,
-and :func:`fer_batch.engines.run.run` feeds them to the same sinks (rows, progress,
-charts, summaries), with the same summary and exit code. :func:`write_parts`
-instead lets Ray write a folder of part files, one row per face.
-
-Files are read by the cluster's workers at the paths the driver found: on a
-cluster of several machines, the inputs must be on storage that every machine
-mounts at the same path, and fer-batch installed on every machine.
+Files are read by the cluster's workers at the paths the driver found: on a cluster of several machines, the
+inputs must be on storage that every machine mounts at the same path, and fer-batch installed on every machine.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fer_batch.errors import ExitCode, FerBatchError, InputError, UsageError
+from fer_batch.errors import ExitCode, FerBatchError, UsageError
 from fer_batch.inputs.sources import SourceItem
-from fer_batch.records import Box, Detection, FaceResult, FrameResult, Status
+from fer_batch.records import FaceResult, FrameResult, Status
 
 if TYPE_CHECKING:
-    import numpy as np
     import pyarrow as pa
     import ray.data
 
+    from fer_batch.analysis.pipeline import Analyzer
+    from fer_batch.analysis.video import VideoAnalyzer
     from fer_batch.engines.run import RunSummary
-    from fer_batch.inputs.frames import Outcome
+    from fer_batch.inputs.frames import Event, Outcome
     from fer_batch.inputs.video import Sampling
     from fer_batch.outputs.writers import OutputFormat
 
@@ -64,11 +61,11 @@ log = logging.getLogger(__name__)
 
 RAY_VERSION = "2.60.0"  # the version tested (pyproject.toml's ray extra pins it)
 RAY_INSTALL = 'pip install "fer-batch[ray]"'
-IMAGES_PER_BATCH = 16  # photos per block and per actor call: one classifier batch of their faces
-READ_CPUS = 0.25  # CPU a read task asks for
-READ_RESERVE = 0.5  # CPU the actor pools leave free for read tasks (ray issue 44687: a full pool hangs)
-MIN_ACTOR_CPUS = 0.05
-VIDEO_THREADS = 2  # threads of one video actor: decoding ahead of the analysis, as a local run
+MAX_IMAGES_PER_TASK = 64  # photos per task (one classifier batch of their faces): Ray Data needs ~0.15 s a task
+MIN_IMAGES_PER_TASK = 8  # ... but a few tasks per worker, so that a small job keeps every CPU busy to its end
+TASKS_PER_WORKER = 4
+MIN_TASK_CPUS = 0.05
+PART_CPUS = 0.25  # CPU a task that turns records into part-file rows asks for
 
 
 class Engine(str, Enum):
@@ -94,7 +91,7 @@ def require_ray() -> None:
 class RayConfig:
     """What a Ray job runs: the analysis options of a local run, plus where and how wide.
 
-    ``workers``: actors per stage (default: half the cluster's CPUs, at least 1). ``address``: an existing
+    ``workers``: tasks at once (default: one per CPU of the cluster; see :func:`_sizes`). ``address``: an existing
     cluster (``HEAD:6379``, or ``auto``); None starts a local one on this machine's usable CPUs, unless this
     process is already connected to one (``ray.init()`` called before).
     """
@@ -123,15 +120,18 @@ def connect(address: str | None = None) -> None:
                                "log_to_driver": False}
     if address is None:
         options["num_cpus"] = usable_cpus()
+        # Ray starts its workers at nice 15, below every other process; the analysis of a local run is this
+        # command's own work, at its priority (as with --engine local). A cluster's nodes keep their own setting.
+        os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))
     else:
         _check_reachable(address)  # ray.init() retries an address nobody answers on for ever
     try:
         ray.init(address=address, **options)
     except ConnectionError as exc:
         hint = ""
-        if address is not None and not os.environ.get("RAY_AUTH_MODE"):
-            hint = ("; if the cluster uses token authentication (what `ray start` turns on since Ray 2.59), set "
-                    "RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN off the head machine")
+        if address is not None and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            hint = ("; if the cluster uses token authentication (started with RAY_AUTH_MODE=token), set "
+                    "RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN=<its token> off the head machine")
         raise UsageError(f"cannot reach the Ray cluster at {address}: {exc}{hint}") from exc
 
 
@@ -152,197 +152,99 @@ def _check_reachable(address: str) -> None:
                          "--head` running there, and the port open?)") from None
 
 
-# -- the stages, run in Ray's worker processes --------------------------------------------------------------
+# -- the stage, run in Ray's worker processes ---------------------------------------------------------------
 
 _INPUT_FIELDS = (("index", "int64"), ("source", "string"), ("path", "string"), ("error", "string"))
+_RECORD_FIELDS = (("index", "int64"), ("source", "string"), ("status", "string"), ("error", "string"),
+                  ("width", "int64"), ("height", "int64"), ("frame", "int64"), ("time_s", "float64"),
+                  ("duration_s", "float64"), ("faces", "string"))
 
 
 def _column(table: pa.Table, name: str) -> list[Any]:
     return table.column(name).to_pylist()
 
 
-def _read_files(table: pa.Table) -> pa.Table:
-    """Read stage: each input's bytes, or the reason it cannot be read."""
-    import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
+@dataclass(frozen=True)
+class WholeBatch:
+    """Chunking of a task's photos: all of them in one chunk (one classifier call), as Ray gave them."""
 
-    from fer_batch.inputs.images import read_raw  # noqa: PLC0415
-
-    data: list[bytes | None] = []
-    errors = _column(table, "error")
-    for i, path in enumerate(_column(table, "path")):
-        raw = None
-        if errors[i] is None:
-            try:
-                raw = read_raw(Path(path)).tobytes()
-            except InputError as exc:
-                errors[i] = str(exc)
-        data.append(raw)
-    return pa.table({"index": table.column("index"), "source": table.column("source"),
-                     "error": pa.array(errors, pa.string()), "data": pa.array(data, pa.binary())})
+    def split(self, events: Iterable[Event]) -> Iterator[list[Event]]:
+        chunk = list(events)
+        if chunk:
+            yield chunk
 
 
-class _Detect:
-    """Detect stage (an actor): decodes each photo, finds its faces and cuts the crops the model takes."""
-
-    def __init__(self, model: str, detector: str, min_face_size: int, threshold: float | None,
-                 threads: int = 1) -> None:
-        import cv2  # noqa: PLC0415 - in a Ray worker
-
-        from fer_batch.analysis.detect import make_detector  # noqa: PLC0415
-        from fer_batch.model_file import read_info  # noqa: PLC0415
-        from fer_batch.models import resolve_model  # noqa: PLC0415
-
-        cv2.setNumThreads(threads)  # Ray sets OMP_NUM_THREADS=1; OpenCV keeps its own pool
-        self.detector = make_detector(detector, min_face_size=min_face_size, threshold=threshold)
-        self.info = read_info(resolve_model(model))  # crop size and margin: the crops the model takes
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        import numpy as np  # noqa: PLC0415 - in a Ray worker
-        import pyarrow as pa  # noqa: PLC0415
-
-        from fer_batch.analysis.crops import square_crop  # noqa: PLC0415
-        from fer_batch.inputs.images import decode_image  # noqa: PLC0415
-
-        errors = _column(table, "error")
-        widths: list[int | None] = []
-        heights: list[int | None] = []
-        boxes: list[str] = []
-        crops: list[bytes] = []
-        info = self.info
-        for i, raw in enumerate(_column(table, "data")):
-            found: list[list[float]] = []
-            cut: list[np.ndarray] = []
-            width = height = None
-            if errors[i] is None:
-                try:
-                    image = decode_image(raw)
-                except InputError as exc:
-                    errors[i] = str(exc)
-                except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
-                    errors[i] = f"{type(exc).__name__}: {exc}"
-                else:
-                    height, width = image.shape[:2]
-                    try:
-                        for det in self.detector.detect([image])[0]:
-                            found.append([det.box.x, det.box.y, det.box.w, det.box.h, float(det.score)])
-                            cut.append(square_crop(image, det.box, info.input_size, info.crop_margin,
-                                                   info.channels == 1))
-                    except Exception as exc:  # noqa: BLE001 - this photo gets an error row, the batch goes on
-                        errors[i] = f"face detection failed: {type(exc).__name__}: {exc}"
-                        found, cut = [], []
-            widths.append(width)
-            heights.append(height)
-            boxes.append(json.dumps(found))
-            crops.append(np.stack(cut).astype(np.uint8).tobytes() if cut else b"")
-        return pa.table({"index": table.column("index"), "source": table.column("source"),
-                         "error": pa.array(errors, pa.string()), "width": pa.array(widths, pa.int64()),
-                         "height": pa.array(heights, pa.int64()), "boxes": pa.array(boxes, pa.string()),
-                         "crops": pa.array(crops, pa.binary())})
+_ANALYSES: dict[tuple[Any, ...], Analyzer | VideoAnalyzer] = {}  # per worker process: the models it has loaded
 
 
-def _faces_json(faces: Iterable[FaceResult]) -> str:
-    """A record's faces as they go between the stages and to the driver: the JSON writers' face objects, with
-    every digit (the outputs round them when they are written, as a local run's); :func:`to_result` reads them."""
-    from fer_batch.outputs.writers import face_to_dict  # noqa: PLC0415 - in a Ray worker
-
-    return json.dumps([face_to_dict(face, decimals=None) for face in faces])
-
-
-def _classified(boxes: list[list[float]], probs: np.ndarray, class_names: Sequence[str]) -> list[FaceResult]:
-    """The faces of one photo: its detections (``[x, y, w, h, score]``) with their probabilities."""
-    from fer_batch.analysis.pipeline import classified_face  # noqa: PLC0415 - in a Ray worker
-
-    return [classified_face(n, Detection(Box(*(int(v) for v in box[:4])), box[4]), p, class_names)
-            for n, (box, p) in enumerate(zip(boxes, probs))]
-
-
-class _Classify:
-    """Classify stage (an actor): every face crop of a batch through the classifier in one call."""
-
-    def __init__(self, model: str, precision: str, batch_size: int, threads: int = 1) -> None:
-        from fer_batch.analysis.classify import EmotionClassifier  # noqa: PLC0415 - in a Ray worker
-        from fer_batch.models import resolve_model  # noqa: PLC0415
-
-        self.classifier = EmotionClassifier.load(resolve_model(model), batch_size=batch_size, precision=precision,
-                                                 threads=threads)
-
-    def _probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
-        import numpy as np  # noqa: PLC0415 - in a Ray worker
-
-        shape = (*self.classifier.info.input_size, self.classifier.info.channels)
-        return self.classifier.predict_proba(np.concatenate([c.reshape(-1, *shape) for c in crops]))
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        import numpy as np  # noqa: PLC0415 - in a Ray worker
-        import pyarrow as pa  # noqa: PLC0415
-
-        errors = _column(table, "error")
-        boxes = [json.loads(b) for b in _column(table, "boxes")]
-        crops = [np.frombuffer(c, dtype=np.uint8) for c in _column(table, "crops")]
-        names = self.classifier.class_names
-        faces: list[list[FaceResult]] = [[] for _ in boxes]
-        with_faces = [i for i, b in enumerate(boxes) if b and errors[i] is None]
-        try:
-            probs = self._probabilities([crops[i] for i in with_faces]) if with_faces else None
-            start = 0
-            for i in with_faces:
-                faces[i] = _classified(boxes[i], probs[start:start + len(boxes[i])], names)  # type: ignore[index]
-                start += len(boxes[i])
-        except Exception:  # noqa: BLE001 - find the photo that causes it; the others go on
-            for i in with_faces:
-                try:
-                    faces[i] = _classified(boxes[i], self._probabilities([crops[i]]), names)
-                except Exception as exc:  # noqa: BLE001 - this photo only
-                    errors[i] = f"classification failed: {type(exc).__name__}: {exc}"
-        statuses = [Status.ERROR.value if e is not None else Status.OK.value if f else Status.NO_FACE.value
-                    for e, f in zip(errors, faces)]
-        return pa.table({"index": table.column("index"), "source": table.column("source"),
-                         "status": pa.array(statuses, pa.string()), "error": pa.array(errors, pa.string()),
-                         "width": table.column("width"), "height": table.column("height"),
-                         "faces": pa.array([_faces_json(f) for f in faces], pa.string())})
-
-
-class _Videos:
-    """Video stage (an actor): the local video analysis (sampling, batches, face tracks), one video per call."""
-
-    def __init__(self, config: RayConfig, threads: int = VIDEO_THREADS) -> None:
+def _analysis(config: RayConfig, video: bool, threads: int) -> Analyzer | VideoAnalyzer:
+    """This worker process's analyzer for ``config``: loaded by its first task, kept for the next ones (Ray
+    reuses a worker process for the tasks of a job), so a model loads once per process, not once per batch."""
+    key = (config.model, config.detector, config.min_face_size, config.threshold, config.batch_size,
+           config.precision, threads, video, config.sampling)
+    analysis = _ANALYSES.get(key)
+    if analysis is None:
         import cv2  # noqa: PLC0415 - in a Ray worker
 
         from fer_batch.analysis.pipeline import Analyzer  # noqa: PLC0415
         from fer_batch.analysis.video import VideoAnalyzer  # noqa: PLC0415
 
-        cv2.setNumThreads(threads)
+        cv2.setNumThreads(threads)  # Ray sets OMP_NUM_THREADS to the task's CPUs; OpenCV keeps its own pool
         analyzer = Analyzer(config.model, config.detector, min_face_size=config.min_face_size,
                             threshold=config.threshold, batch_size=config.batch_size, precision=config.precision,
                             workers=threads)
-        self.videos = VideoAnalyzer(analyzer, config.sampling)
-        self.threads = threads
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
-
-        from fer_batch.inputs.frames import Analysed, FrameSource  # noqa: PLC0415
-
-        rows: list[dict[str, Any]] = []
-        for index, source, path, error in zip(*(_column(table, name) for name, _ in _INPUT_FIELDS)):
-            item = SourceItem(source, Path(path) if path is not None else None, error)
-            frames = FrameSource.of_items([item], video=True, sampling=self.videos.sampling, workers=self.threads)
-            for outcome in self.videos.analyze_frames(frames):
-                if isinstance(outcome, Analysed):
-                    rows.append(_video_row(index, outcome.result))
-        return pa.Table.from_pylist(rows, schema=_video_schema())
+        analysis = VideoAnalyzer(analyzer, config.sampling) if video else analyzer
+        _ANALYSES.clear()  # one job's models at a time
+        _ANALYSES[key] = analysis
+    return analysis
 
 
-def _video_schema() -> pa.Schema:
+def analyse_batch(table: pa.Table, config: RayConfig, video: bool, threads: int) -> pa.Table:
+    """The job's one stage (a Ray task): a batch of inputs (paths) in, their records out.
+
+    The local pipeline runs inside: ``threads`` reader and detector threads (the task's CPUs) decode and detect
+    the photos of the batch, and their faces go through the classifier in one call; a video is sampled,
+    detected, classified and tracked as a local run does. Only paths come in and records (no pixels) go out,
+    so nothing large passes through Ray's object store. One row per photo or per sampled frame, in input order
+    (``index``: the input's place in the job).
+    """
+    import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
+
+    from fer_batch.inputs.frames import Analysed, FrameSource, SourceEnd  # noqa: PLC0415
+
+    analysis = _analysis(config, video, threads)
+    indices = _column(table, "index")
+    items = [SourceItem(source, Path(path) if path is not None else None, error)
+             for source, path, error in zip(*(_column(table, name) for name in ("source", "path", "error")))]
+    frames = FrameSource.of_items(items, video=video, sampling=config.sampling, workers=threads)
+    outcomes = (analysis.analyze_frames(frames) if video  # type: ignore[call-arg]
+                else analysis.analyze_frames(frames, WholeBatch()))  # type: ignore[call-arg]
+    rows: list[dict[str, Any]] = []
+    done = 0  # inputs of the batch ended so far: the record's input is the next one
+    for outcome in outcomes:
+        if isinstance(outcome, Analysed):
+            rows.append(_record_row(indices[done], outcome.result))
+        elif isinstance(outcome, SourceEnd):
+            done += 1
+    return pa.Table.from_pylist(rows, schema=_record_schema())
+
+
+def _faces_json(faces: Iterable[FaceResult]) -> str:
+    """A record's faces as they go to the driver: the JSON writers' face objects, with every digit (the outputs
+    round them when they are written, as a local run's); :func:`to_result` reads them."""
+    from fer_batch.outputs.writers import face_to_dict  # noqa: PLC0415 - in a Ray worker
+
+    return json.dumps([face_to_dict(face, decimals=None) for face in faces])
+
+
+def _record_schema() -> pa.Schema:
     import pyarrow as pa  # noqa: PLC0415 - the optional ray extra
 
-    return pa.schema([("index", pa.int64()), ("source", pa.string()), ("status", pa.string()),
-                      ("error", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
-                      ("frame", pa.int64()), ("time_s", pa.float64()), ("duration_s", pa.float64()),
-                      ("faces", pa.string())])
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in _RECORD_FIELDS])
 
 
-def _video_row(index: int, result: FrameResult) -> dict[str, Any]:
+def _record_row(index: int, result: FrameResult) -> dict[str, Any]:
+    """One record as a row of the job's dataset (photos leave ``frame``, ``time_s`` and ``duration_s`` empty)."""
     duration = result.extra.get("duration_s")
     return {"index": index, "source": result.source, "status": result.status.value, "error": result.error,
             "width": result.width, "height": result.height, "frame": result.frame, "time_s": result.time_s,
@@ -363,25 +265,36 @@ def to_result(row: dict[str, Any]) -> FrameResult:
                        extra=extra)
 
 
-def _sizes(config: RayConfig, video: bool) -> tuple[int, float]:
-    """Actors per stage and the CPU each asks for, from the cluster's CPUs (see the module's docstring)."""
+def _sizes(config: RayConfig) -> tuple[int, float, int]:
+    """Tasks at once, the CPUs each asks for and the threads it runs (see the module's docstring).
+
+    By default one task per CPU of the cluster, each on one CPU with one thread: the cores are filled and none
+    is shared. ``--workers W`` runs W tasks at once, on an equal share of the CPUs each (no more than the
+    largest node has), with as many threads as whole CPUs in the share (at least one).
+    """
     import ray  # noqa: PLC0415 - the optional ray extra
 
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    workers = config.workers or max(1, int(cpus // 2))
-    pools = 1 if video else 2
-    share = (cpus - READ_RESERVE) / (pools * workers)
-    return workers, min(1.0, max(MIN_ACTOR_CPUS, share))
+    largest = max((float(node["Resources"].get("CPU", 0.0)) for node in ray.nodes() if node["Alive"]),
+                  default=cpus)
+    workers = config.workers or max(1, int(cpus))
+    share = min(max(largest, MIN_TASK_CPUS), max(MIN_TASK_CPUS, cpus / workers))
+    return workers, share, max(1, int(share))
+
+
+def images_per_task(photos: int, workers: int) -> int:
+    """Photos per task: as many as :data:`MAX_IMAGES_PER_TASK`, fewer when that leaves a worker without work."""
+    return max(MIN_IMAGES_PER_TASK, min(MAX_IMAGES_PER_TASK, math.ceil(photos / (workers * TASKS_PER_WORKER))))
 
 
 def records(items: Sequence[SourceItem], config: RayConfig, *, video: bool = False) -> ray.data.Dataset:
     """The Ray dataset of the job's records, in input order: one row per photo, or per sampled video frame.
 
     Columns: ``index`` (the input's place in ``items``), ``source``, ``status``, ``error``, ``width``,
-    ``height``, ``faces`` (JSON: a list of the JSON writers' face objects, ``{face, box: {x, y, w, h},
-    det_score, emotion, confidence, probabilities: {class: probability}}``, unrounded; see
-    :func:`fer_batch.outputs.writers.face_to_dict`); video adds ``frame``, ``time_s`` and ``duration_s``, and a
-    ``track`` on each face. Connect first (:func:`connect`).
+    ``height``, ``frame``, ``time_s``, ``duration_s`` (video only, else empty), ``faces`` (JSON: a list of the
+    JSON writers' face objects, ``{face, box: {x, y, w, h}, det_score, emotion, confidence, probabilities:
+    {class: probability}}``, unrounded, and a ``track`` on each face of a video; see
+    :func:`fer_batch.outputs.writers.face_to_dict`). Connect first (:func:`connect`).
     """
     import pyarrow as pa  # noqa: PLC0415 - the optional ray extra
     import ray.data  # noqa: PLC0415
@@ -395,28 +308,17 @@ def records(items: Sequence[SourceItem], config: RayConfig, *, video: bool = Fal
     schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in _INPUT_FIELDS])
     rows = [{"index": i, "source": item.source, "path": None if item.path is None else str(item.path),
              "error": item.error} for i, item in enumerate(items)]
-    per_block = 1 if video else IMAGES_PER_BATCH
-    blocks = [pa.Table.from_pylist(rows[start:start + per_block], schema=schema)
-              for start in range(0, len(rows), per_block)] or [schema.empty_table()]
-    dataset = ray.data.from_arrow(blocks)
-    workers, actor_cpus = _sizes(config, video)
-    # A killed actor is restarted and the batch it held retried: Ray Data's own default for actor pools
-    # (max_restarts=-1, max_task_retries=-1 since 2.x; passing them in ray_remote_args is deprecated in 2.60).
-    if video:
-        return dataset.map_batches(_Videos, fn_constructor_kwargs={"config": config}, batch_size=1,
-                                   batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
-                                   num_cpus=actor_cpus)
-    detect_args = {"model": config.model, "detector": config.detector, "min_face_size": config.min_face_size,
-                   "threshold": config.threshold}
-    classify_args = {"model": config.model, "precision": config.precision, "batch_size": config.batch_size}
-    return (dataset
-            .map_batches(_read_files, batch_size=IMAGES_PER_BATCH, batch_format="pyarrow", num_cpus=READ_CPUS)
-            .map_batches(_Detect, fn_constructor_kwargs=detect_args, batch_size=IMAGES_PER_BATCH,
-                         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
-                         num_cpus=actor_cpus)
-            .map_batches(_Classify, fn_constructor_kwargs=classify_args, batch_size=IMAGES_PER_BATCH,
-                         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
-                         num_cpus=actor_cpus))
+    # Ray Data warns when a job has fewer batches than tasks may run at once (one photo): nothing to act on.
+    warnings.filterwarnings("ignore", "The maximum number of concurrent tasks", UserWarning, "ray.data")
+    workers, cpus, threads = _sizes(config)
+    per_task = 1 if video else images_per_task(len(rows), workers)
+    blocks = [pa.Table.from_pylist(rows[start:start + per_task], schema=schema)
+              for start in range(0, len(rows), per_task)] or [schema.empty_table()]
+    # Tasks, not actors: a task whose worker or node dies is run again elsewhere (Ray Data's max_retries=-1 for
+    # system errors), where an actor pool waits for its dead actor to come back on a node that may be gone.
+    return ray.data.from_arrow(blocks).map_batches(
+        analyse_batch, fn_kwargs={"config": config, "video": video, "threads": threads}, batch_size=per_task,
+        batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=cpus)
 
 
 class RayJobError(FerBatchError):
@@ -496,7 +398,7 @@ def write_parts(items: Sequence[SourceItem], config: RayConfig, class_names: Seq
                 summary.faces += len(json.loads(faces))
         summary.inputs = len(items)
         rows = done.map_batches(_face_rows, fn_kwargs={"class_names": tuple(class_names), "video": video},
-                                batch_format="pyarrow", num_cpus=READ_CPUS)
+                                batch_format="pyarrow", num_cpus=PART_CPUS)
         mode = SaveMode.APPEND  # never OVERWRITE, which empties the whole folder: the CLI removed the old parts
         if fmt is OutputFormat.PARQUET:
             rows.write_parquet(str(folder), mode=mode)
