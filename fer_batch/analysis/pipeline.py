@@ -63,7 +63,8 @@ class Chunking(Protocol):
 
 @dataclass(frozen=True)
 class GrowingChunks:
-    """Photos: chunks of 2, 4, 8... up to ``size`` photos, so the first rows and the progress bar come at once.
+    """Photos: chunks of 2, 4, 8... up to ``size`` photos, so the first rows and the progress bar come at once
+    (``first``: the first chunk's size; a Ray task, whose rows reach the driver together, starts at ``size``).
 
     When the source is :class:`~fer_batch.inputs.frames.Idle` (paths on stdin, the next one not there yet), the photos
     gathered so far make a chunk at once, ending with that Idle event (alone if there are none), so the
@@ -71,11 +72,12 @@ class GrowingChunks:
     """
 
     size: int = DEFAULT_CHUNK
+    first: int = 2
 
     def split(self, events: Iterable[Event]) -> Iterator[list[Event]]:
         chunk: list[Event] = []
         frames = 0
-        limit = min(2, self.size)
+        limit = min(self.first, self.size)
         for event in events:
             if isinstance(event, Idle):
                 if not chunk or isinstance(chunk[-1], SourceEnd):  # never within a photo's events

@@ -3,9 +3,9 @@
 The job is one Ray Data stage, :func:`analyse_batch`: a ``map_batches`` of Ray tasks over Arrow tables of
 inputs (one row per input: its ``source``, its path, the reason it cannot be opened, and its place in the input
 order, ``index``). Each task runs the local pipeline over its inputs, as ``--engine local`` does in one
-process: the photos of a batch (up to 64) are read, decoded and detected, and their faces go through the
-classifier in one call; a video (one per task) is sampled, detected, classified and tracked by the local
-:class:`~fer_batch.analysis.video.VideoAnalyzer`. Only paths go in and records come out (faces as JSON, no
+process: the photos of a batch (up to 128) are read, decoded and detected, and their faces classified, in
+chunks of 16 photos (the decoded photos a local run holds at once); a video (one per task) is sampled, detected,
+classified and tracked by the local :class:`~fer_batch.analysis.video.VideoAnalyzer`. Only paths go in and records come out (faces as JSON, no
 pixels), so nothing large crosses Ray's object store. Each worker process loads the model on its first task and
 keeps it for the next ones (:func:`_analysis`).
 
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from fer_batch.analysis.pipeline import Analyzer
     from fer_batch.analysis.video import VideoAnalyzer
     from fer_batch.engines.run import RunSummary
-    from fer_batch.inputs.frames import Event, Outcome
+    from fer_batch.inputs.frames import Outcome
     from fer_batch.inputs.video import Sampling
     from fer_batch.outputs.writers import OutputFormat
 
@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 RAY_VERSION = "2.60.0"  # the version tested (pyproject.toml's ray extra pins it)
 RAY_INSTALL = 'pip install "fer-batch[ray]"'
-MAX_IMAGES_PER_TASK = 64  # photos per task (one classifier batch of their faces): Ray Data needs ~0.15 s a task
+MAX_IMAGES_PER_TASK = 128  # photos per task (in chunks of 16, as a local run): Ray Data needs ~0.15 s a task
 MIN_IMAGES_PER_TASK = 8  # ... but a few tasks per worker, so that a small job keeps every CPU busy to its end
 TASKS_PER_WORKER = 4
 MIN_TASK_CPUS = 0.05
@@ -164,16 +164,6 @@ def _column(table: pa.Table, name: str) -> list[Any]:
     return table.column(name).to_pylist()
 
 
-@dataclass(frozen=True)
-class WholeBatch:
-    """Chunking of a task's photos: all of them in one chunk (one classifier call), as Ray gave them."""
-
-    def split(self, events: Iterable[Event]) -> Iterator[list[Event]]:
-        chunk = list(events)
-        if chunk:
-            yield chunk
-
-
 _ANALYSES: dict[tuple[Any, ...], Analyzer | VideoAnalyzer] = {}  # per worker process: the models it has loaded
 
 
@@ -203,13 +193,15 @@ def analyse_batch(table: pa.Table, config: RayConfig, video: bool, threads: int)
     """The job's one stage (a Ray task): a batch of inputs (paths) in, their records out.
 
     The local pipeline runs inside: ``threads`` reader and detector threads (the task's CPUs) decode and detect
-    the photos of the batch, and their faces go through the classifier in one call; a video is sampled,
+    the photos of the batch, and their faces go through the classifier, chunk by chunk as in a local run
+    (the first chunk as large as the others: the task's rows reach the driver together); a video is sampled,
     detected, classified and tracked as a local run does. Only paths come in and records (no pixels) go out,
     so nothing large passes through Ray's object store. One row per photo or per sampled frame, in input order
     (``index``: the input's place in the job).
     """
     import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
 
+    from fer_batch.analysis.pipeline import GrowingChunks  # noqa: PLC0415
     from fer_batch.inputs.frames import Analysed, FrameSource, SourceEnd  # noqa: PLC0415
 
     analysis = _analysis(config, video, threads)
@@ -217,8 +209,11 @@ def analyse_batch(table: pa.Table, config: RayConfig, video: bool, threads: int)
     items = [SourceItem(source, Path(path) if path is not None else None, error)
              for source, path, error in zip(*(_column(table, name) for name in ("source", "path", "error")))]
     frames = FrameSource.of_items(items, video=video, sampling=config.sampling, workers=threads)
-    outcomes = (analysis.analyze_frames(frames) if video  # type: ignore[call-arg]
-                else analysis.analyze_frames(frames, WholeBatch()))  # type: ignore[call-arg]
+    if video:
+        outcomes = analysis.analyze_frames(frames)  # type: ignore[call-arg]
+    else:  # the decoded photos held at once: as many as a local run holds
+        size = analysis.chunk_size  # type: ignore[union-attr]
+        outcomes = analysis.analyze_frames(frames, GrowingChunks(size, first=size))  # type: ignore[call-arg]
     rows: list[dict[str, Any]] = []
     done = 0  # inputs of the batch ended so far: the record's input is the next one
     for outcome in outcomes:
