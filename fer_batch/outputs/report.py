@@ -36,7 +36,13 @@ from fer_batch.errors import FerBatchError, InputError, UsageError
 from fer_batch.outputs.charts import class_colors
 from fer_batch.outputs.resume import read_records
 from fer_batch.outputs.summary import TrackSummary, VideoTracks, summarize
-from fer_batch.outputs.writers import PARQUET_INSTALL, OutputFormat, face_from_dict, format_for_path
+from fer_batch.outputs.writers import (
+    PARQUET_INSTALL,
+    OutputFormat,
+    continues_record,
+    face_from_dict,
+    format_for_path,
+)
 from fer_batch.records import FaceResult, FrameResult, Status
 
 log = logging.getLogger(__name__)
@@ -224,8 +230,7 @@ def _parquet_records(parquet: Any, class_names: tuple[str, ...], video: bool) ->
                                          "probabilities": probabilities, "track": row.get("track")}),)
             record = FrameResult(source=row["source"], status=Status(row["status"]), faces=faces, error=row["error"],
                                  frame=row.get("frame"), time_s=row.get("time_s"))
-            if (pending is not None and pending.faces and faces and (record.source, record.frame) ==
-                    (pending.source, pending.frame) and faces[0].face > pending.faces[-1].face):
+            if pending is not None and continues_record(pending, record):
                 pending = FrameResult(pending.source, pending.status, pending.faces + faces, pending.error,
                                       frame=pending.frame, time_s=pending.time_s)
                 continue

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fer_batch.errors import UsageError
-from fer_batch.outputs.writers import OutputFormat, csv_columns, face_from_dict
+from fer_batch.outputs.writers import OutputFormat, continues_record, csv_columns, face_from_dict
 from fer_batch.records import Box, FaceResult, FrameResult, Status
 
 if TYPE_CHECKING:
@@ -371,9 +371,7 @@ class _CsvRecords:
         except ValueError as exc:
             raise UsageError(f"{self.name} is not a CSV written by fer-batch: the row before byte {end}: "
                              f"{exc}") from None
-        if (pending is not None and pending.record.faces and record.faces
-                and (record.source, record.frame) == (pending.record.source, pending.record.frame)
-                and record.faces[0].face > pending.record.faces[-1].face):
+        if pending is not None and continues_record(pending.record, record):
             return _Entry(end, replace(pending.record, faces=pending.record.faces + record.faces)), None
         return _Entry(end, record), pending
 

@@ -163,6 +163,13 @@ _INT_COLUMNS = frozenset({"frame", "track", "face", "x", "y", "w", "h"})
 _STRING_COLUMNS = frozenset({"source", "emotion", "status", "error"})
 
 
+def continues_record(record: FrameResult, row: FrameResult) -> bool:
+    """Whether ``row``, a one-face record read from a per-face row (:func:`face_rows`), is the next face of
+    ``record``: the rows of one record are consecutive, of one source and frame, their faces numbered upwards."""
+    return bool(record.faces and row.faces and (row.source, row.frame) == (record.source, record.frame)
+                and row.faces[0].face > record.faces[-1].face)
+
+
 def parquet_schema(class_names: Sequence[str], video: bool = False) -> pa.Schema:
     """The Arrow schema of the per-face layout: the CSV columns, with ints, floats and strings (all nullable)."""
     import pyarrow as pa  # noqa: PLC0415 - an optional extra, loaded only for Parquet output
