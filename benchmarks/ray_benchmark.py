@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--photos", type=Path, default=SHARED / "photos" if SHARED.is_dir() else REPO / "sample_media")
     parser.add_argument("--options", default="", help='Extra options for fer-batch, e.g. "--model fast".')
+    parser.add_argument("--no-nodes", action="store_true",
+                        help="only local against the local cluster on both cores (no 1- and 2-node runs)")
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("needs 2 usable cores (one per node)")
@@ -151,21 +153,24 @@ def main() -> None:
         small = copies(originals[:1], 1, tmp / "one")
         both = ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:2])
         configs = [Config("local, 2 cores", 2, ["--engine", "local"], pin=both),
-                   Config("ray, local cluster, 2 cores", 2, ["--engine", "ray"], pin=both),
-                   Config("local, 1 core", 1, ["--engine", "local"], pin="0"),
-                   Config("ray, 1 node of 1 CPU", 1, ["--engine", "ray"], pin="0", cluster=lambda: nodes((1,))),
-                   Config("ray, 2 nodes of 1 CPU", 2, ["--engine", "ray"], pin="0", cluster=lambda: nodes((1, 1)))]
+                   Config("ray, local cluster, 2 cores", 2, ["--engine", "ray"], pin=both)]
+        if not args.no_nodes:
+            configs += [
+                Config("local, 1 core", 1, ["--engine", "local"], pin="0"),
+                Config("ray, 1 node of 1 CPU", 1, ["--engine", "ray"], pin="0", cluster=lambda: nodes((1,))),
+                Config("ray, 2 nodes of 1 CPU", 2, ["--engine", "ray"], pin="0", cluster=lambda: nodes((1, 1)))]
         print(f"photos: {args.count} copies of {len(originals)} real photos in {args.photos}", flush=True)
         rates = measure(configs, lambda folder: ["images", str(folder), *extra], small, large, args.count,
                         args.repeat, tmp / "rows.csv", "images")
         print(f"efficiency, ray on the local cluster against local, 2 cores: "
               f"{ratio(rates['ray, local cluster, 2 cores'], rates['local, 2 cores'])}")
-        print(f"efficiency, 1 node of 1 CPU against local on 1 core: "
-              f"{ratio(rates['ray, 1 node of 1 CPU'], rates['local, 1 core'])}")
-        print(f"efficiency, 2 nodes of 1 CPU against local on 2 cores: "
-              f"{ratio(rates['ray, 2 nodes of 1 CPU'], rates['local, 2 cores'])}")
-        print(f"scaling, 1 -> 2 nodes: {ratio(rates['ray, 2 nodes of 1 CPU'], rates['ray, 1 node of 1 CPU'])}",
-              flush=True)
+        if not args.no_nodes:
+            print(f"efficiency, 1 node of 1 CPU against local on 1 core: "
+                  f"{ratio(rates['ray, 1 node of 1 CPU'], rates['local, 1 core'])}")
+            print(f"efficiency, 2 nodes of 1 CPU against local on 2 cores: "
+                  f"{ratio(rates['ray, 2 nodes of 1 CPU'], rates['local, 2 cores'])}")
+            print(f"scaling, 1 -> 2 nodes: {ratio(rates['ray, 2 nodes of 1 CPU'], rates['ray, 1 node of 1 CPU'])}",
+                  flush=True)
         clips = sorted((SHARED / "video").glob("*.mp4")) if (SHARED / "video").is_dir() else []
         if args.videos and clips:
             videos = copies(clips, args.videos, tmp / "videos")

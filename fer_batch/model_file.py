@@ -188,7 +188,8 @@ def require_float32(path: Path) -> None:
         source = read_info(path).training.get("quantized", {}).get("from", "unknown")
         raise ModelError(f"{path} holds only its int8 network (the float32 weights were left out to keep the file "
                          f"small): run it at int8, or use the float32 model it was quantised from ({source!r}; "
-                         "for a shipped model, `python -m fer_batch.training.reproduce` rebuilds it)")
+                         "for a shipped model, `python -m fer_batch.training.reproduce` rebuilds it), or rebuild "
+                         "float32 networks from the int8 one with `python -m fer_batch.training.dequantize`")
 
 
 def load_keras_model(path: Path) -> tuple[Any, ModelInfo]:

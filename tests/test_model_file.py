@@ -52,7 +52,7 @@ def test_resolve_model_by_folder_file_and_name(tiny_model_path: Path, tmp_path: 
     assert resolve_model(tiny_model_path) == tiny_model_path
     with pytest.raises(ModelError, match="no model"):
         resolve_model(tmp_path / "nothing")
-    assert set(shipped_models()) == {"accurate", "fast", "fast-fer2013"}, "the package ships these models"
+    assert set(shipped_models()) == {"accurate", "accurate-fer2013", "fast", "fast-fer2013"}, "the package ships these models"
     assert resolve_model(None) == shipped_models()["accurate"]
 
 
@@ -68,16 +68,19 @@ def test_int8_output_is_validated_and_read_from_older_files() -> None:
 
 
 def test_shipped_models_stay_small_and_say_what_they_hold() -> None:
-    # A package of two models, not of checkpoints: each file well under 10 MB.
+    # A package of four models, not of checkpoints: each file well under 10 MB.
     shipped = shipped_models()
     for name, path in shipped.items():
         assert path.stat().st_size < 10_000_000, f"{name}: {path.stat().st_size / 1e6:.1f} MB"
-    # accurate's float32 weights (42 MB) stay out of the package; fast keeps both versions.
-    assert stored_precisions(shipped["accurate"]) == ("int8",)
+    # the accurate models' float32 weights (42 MB each) stay out of the package; fast keeps both versions.
+    assert stored_precisions(shipped["accurate"]) == stored_precisions(shipped["accurate-fer2013"]) == ("int8",)
     assert stored_precisions(shipped["fast"]) == ("float32", "int8")
-    assert read_info(shipped["accurate"]).training["quantized"]["from"] == "resnets-wide"
-    # fast follows the crowd (issue 26); fast-fer2013 is the FER2013-trained network it replaced, renamed only.
-    assert read_info(shipped["fast"]).training["quantized"]["from"] == "fast-crowd-a-ft"
+    # accurate and fast follow the crowd (issue 26); the -fer2013 models are the FER2013-trained ones they replaced,
+    # renamed only.
+    assert read_info(shipped["accurate"]).training["quantized"]["from"] == "crowd-ensemble"
+    assert read_info(shipped["accurate-fer2013"]).name == "accurate-fer2013"
+    assert read_info(shipped["accurate-fer2013"]).training["quantized"]["from"] == "resnets-wide"
+    assert read_info(shipped["fast"]).training["quantized"]["from"] == "fast-crowd-b"
     assert read_info(shipped["fast"]).training["config"]["select_by"] == "ferplus"
     assert read_info(shipped["fast-fer2013"]).name == "fast-fer2013"
     assert read_info(shipped["fast-fer2013"]).training["quantized"]["from"] == "wide-v4-ft"

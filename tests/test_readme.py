@@ -67,6 +67,7 @@ SHELL: dict[str, str] = {
     "fer-batch images ./photos --min-face-size 40 --threshold 0.9 --batch-size 512 --workers 2": RUN,
     "fer-batch images ./photos --detector mtcnn": _TENSORFLOW + "tests/test_detect.py runs MTCNN",
     "fer-batch images ./photos --model fast": RUN,
+    "fer-batch images ./photos --model accurate-fer2013": RUN,
     "fer-batch images ./photos --model fast --precision float32":
         _TENSORFLOW + "tests/test_classify.py runs float32",
     "fer-batch images ./photos --save-crops crops/ --model runs/my-model/": RUN,

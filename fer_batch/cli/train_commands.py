@@ -70,6 +70,9 @@ def train(
     ] = TrainConfig.label_smoothing,
     class_weights: Annotated[bool, typer.Option(help="Weight the loss by inverse class frequency.")
                              ] = TrainConfig.class_weights,
+    class_weight_power: Annotated[float, typer.Option(min=0.0, max=1.0, metavar="POWER", help=(
+        "With --class-weights: raise the inverse class frequency to this power (1: full balance, 0.5: its square "
+        "root, a milder one)."))] = TrainConfig.class_weight_power,
     augment: Annotated[bool, typer.Option(help="Random flips, rotations, shifts, zoom, brightness/contrast.")
                        ] = TrainConfig.augment,
     random_erasing: Annotated[float, typer.Option(
@@ -87,8 +90,8 @@ def train(
         "Model name stored in the model file; it also seeds each epoch's shuffle and augmentation, so give a "
         "fine-tune its own."))] = TrainConfig.name,
     init_from: Annotated[str | None, typer.Option(metavar="MODEL", help=(
-        "Fine-tune this model (fast, a .keras file or a training folder; not accurate, which holds int8 only) "
-        "instead of a new --recipe."))] = None,
+        "Fine-tune this model (fast, a .keras file or a training folder; not accurate, which holds int8 only: "
+        "python -m fer_batch.training.dequantize rebuilds its networks) instead of a new --recipe."))] = None,
     ferplus_weight: Annotated[float, typer.Option(
         min=0.0, max=1.0, metavar="WEIGHT", help="Blend this much of the FER+ vote distribution "
                                                  "(DATASET/ferplus_labels.csv) into each training target.")

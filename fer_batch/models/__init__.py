@@ -1,9 +1,11 @@
 """The models shipped inside the package, and resolution of ``--model`` values.
 
-Two models ship (their cards are in ``model_cards/``): ``accurate``, the
+Four models ship (their cards are in ``model_cards/``): ``accurate``, the
 default, and ``fast``, for when classification rather than face detection is
-the bottleneck. ``--model`` takes one of those names, a ``.keras`` file, or a
-training output folder (which holds ``model.keras``).
+the bottleneck, both trained toward the FER+ crowd's votes; and
+``accurate-fer2013`` and ``fast-fer2013``, the same networks trained on
+FER2013's single labels. ``--model`` takes one of those names, a ``.keras``
+file, or a training output folder (which holds ``model.keras``).
 """
 
 from __future__ import annotations

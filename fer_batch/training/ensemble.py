@@ -57,8 +57,11 @@ def build_ensemble(members: Sequence[Any], name: str = "ensemble") -> Any:
     return keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(mean), name=name)
 
 
-def ensemble_models(specs: Sequence[str | Path], out: Path, name: str) -> Path:
-    """Load each model (shipped name, file or training folder), build the ensemble and save it with metadata."""
+def ensemble_models(specs: Sequence[str | Path], out: Path, name: str, flip_average: bool | None = None) -> Path:
+    """Load each model (shipped name, file or training folder), build the ensemble and save it with metadata.
+
+    ``flip_average``: whether the ensemble averages each face with its mirror; None: only when all its members
+    do (as they were trained to run)."""
     loaded = [load_keras_model(resolve_model(spec)) for spec in specs]
     infos = [info for _, info in loaded]
     _check_compatible(infos, specs)
@@ -69,7 +72,7 @@ def ensemble_models(specs: Sequence[str | Path], out: Path, name: str) -> Path:
     first = infos[0]
     info = ModelInfo(class_names=first.class_names, input_size=first.input_size, channels=first.channels,
                      crop_margin=first.crop_margin, pixel_range=first.pixel_range, name=name,
-                     flip_average=all(info.flip_average for info in infos),  # as its members were trained to run
+                     flip_average=all(i.flip_average for i in infos) if flip_average is None else flip_average,
                      training={"ensemble": members})
     return save_model(model, out, info)
 
@@ -79,8 +82,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("models", nargs="+", help="shipped model names, .keras files or training folders")
     parser.add_argument("--out", type=Path, required=True, help="the .keras file to write")
     parser.add_argument("--name", default="ensemble", help="model name stored in the file")
+    parser.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
+                        help="average each face with its mirror image (default: when every member does)")
     args = parser.parse_args(argv)
-    path = ensemble_models(args.models, args.out, args.name)
+    path = ensemble_models(args.models, args.out, args.name, flip_average=args.flip_average)
     print(f"wrote {path}")
 
 

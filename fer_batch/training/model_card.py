@@ -76,7 +76,9 @@ def _stage_line(stage: Stage, folder: Path) -> str:
     if config.get("mixed_precision"):
         extras.append("bfloat16 mixed precision")
     if config.get("class_weights"):
-        extras.append("loss weighted by inverse class frequency")
+        power = config.get("class_weight_power", 1.0)
+        extras.append("loss weighted by inverse class frequency"
+                      + ("" if power == 1.0 else f" to the power {power}"))
     score = "FER+ majority accuracy" if config.get("select_by") == "ferplus" else "accuracy"
     optimizer = OPTIMIZERS[config.get("optimizer", "adam")]
     return (f"* `{stage.name}`: {start}, {config['epochs']} epochs, batch size {config['batch_size']}, {optimizer} at "

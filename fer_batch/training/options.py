@@ -85,6 +85,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # decoupled weight decay, for any optimizer
     label_smoothing: float = 0.0
     class_weights: bool = False  # weight the loss by inverse class frequency
+    class_weight_power: float = 1.0  # with class_weights: raise the inverse frequency to this power (0.5: its root)
     augment: bool = True
     random_erasing: float = 0.0  # with augmentation: the share of images with one random patch replaced by noise
     crop_padding: int = 0  # with augmentation: pad by this many pixels, then crop back at a random position

@@ -71,13 +71,14 @@ class TrainResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def _class_weights(data: ImageSet) -> dict[int, float]:
-    """Inverse class frequency of what the run fits: the soft targets' class mass when set, else the labels."""
+def _class_weights(data: ImageSet, power: float = 1.0) -> dict[int, float]:
+    """Inverse class frequency of what the run fits (the soft targets' class mass when set, else the labels),
+    raised to ``power``: 1 balances the classes fully, 0.5 halfway on a log scale, 0 not at all."""
     if data.targets is not None:
         counts = data.targets.sum(axis=0).astype(float)
     else:
         counts = np.bincount(data.labels, minlength=len(data.class_names)).astype(float)
-    weights = len(data) / (len(counts) * np.maximum(counts, 1.0))
+    weights = (len(data) / (len(counts) * np.maximum(counts, 1.0))) ** power
     return {i: float(w) for i, w in enumerate(weights)}
 
 
@@ -270,7 +271,7 @@ def iter_epochs(
         _write_json(out / CONFIG_FILE, config.to_json())
 
     val_ds = make_batches(val_set, 256, training=False)
-    weights = _class_weights(train_set) if config.class_weights else None
+    weights = _class_weights(train_set, config.class_weight_power) if config.class_weights else None
     history_path = out / HISTORY_FILE
 
     for epoch in range(start, config.epochs):
