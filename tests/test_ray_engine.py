@@ -175,29 +175,6 @@ def test_records_reach_the_driver_with_every_digit() -> None:
     assert back == frame and back.extra == frame.extra
 
 
-def test_photo_records_are_put_back_in_input_order() -> None:
-    # Photo tasks finish in any order (preserve_order is off for photos): the driver restores the input order,
-    # holding a record only until the ones before it have come.
-    from fer_batch.engines.ray_engine import _in_input_order
-
-    arrivals = [{"index": i} for i in (3, 4, 0, 2, 1, 7, 5, 6)]
-    taken: list[int] = []
-
-    def arriving():  # type: ignore[no-untyped-def]
-        for row in arrivals:
-            yield row
-            taken.append(row["index"])
-
-    out = []
-    for row in _in_input_order(arriving()):
-        out.append((row["index"], len(taken)))
-    assert [index for index, _ in out] == list(range(8))
-    # 0 goes out as soon as it comes (third), 1 with 2, 3 and 4 when it comes (fifth), 7 only after 5 and 6
-    assert [seen for _, seen in out] == [2, 4, 4, 4, 4, 6, 7, 7]
-    # a record that never comes does not lose the ones after it
-    assert [r["index"] for r in _in_input_order(iter([{"index": 2}, {"index": 0}]))] == [0, 2]
-
-
 def test_without_ray_engine_ray_says_how_to_install_it_and_exits_2(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", _WITHOUT_RAY, "images", str(SAMPLE_MEDIA), "--engine", "ray",
                            "--out", str(tmp_path / "rows.csv")], capture_output=True, text=True, timeout=60,

@@ -18,10 +18,7 @@ Tasks, not actors: a task whose worker process dies, or whose whole node is lost
 order, so a lost worker or node neither loses nor duplicates an input. (An actor lost with its node would wait
 for a restart on a node that may never come back.)
 
-Photos come back in the order their tasks finish (a task that waits for the one before it to finish leaves a core
-idle: 4% of a photo run's time, measured) and the driver puts them back in input order, one record per photo; a
-video's records come back in input order (``preserve_order``: a video's many rows are one task's). So
-:func:`ray_outcomes` yields the same
+Ray Data keeps the input order (``preserve_order``), so :func:`ray_outcomes` yields the same
 :class:`~fer_batch.inputs.frames.Analysed` records and :class:`~fer_batch.inputs.frames.SourceEnd` markers, in the
 same order, as a local run, and :func:`fer_batch.engines.run.run` feeds them to the same sinks (rows, progress,
 charts, summaries), with the same summary and exit code. :func:`write_parts` instead lets Ray write a folder of
@@ -301,7 +298,7 @@ def records(items: Sequence[SourceItem], config: RayConfig, *, video: bool = Fal
         raise UsageError("--engine ray runs video files only, one per task; run streams and cameras with "
                          "--engine local")
     context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = video  # photos: the driver restores their order (_in_input_order)
+    context.execution_options.preserve_order = True  # rows come out in input order, as in a local run
     context.enable_progress_bars = False  # the driver's own progress bar counts the rows as they come
     schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in _INPUT_FIELDS])
     rows = [{"index": i, "source": item.source, "path": None if item.path is None else str(item.path),
@@ -336,11 +333,13 @@ def ray_outcomes(items: Sequence[SourceItem], config: RayConfig, *, video: bool 
     """
     connect(config.address)
     dataset = records(items, config, video=video)
-    return _outcomes(dataset, items, video)
+    return _outcomes(dataset, items)
 
 
-def _rows(dataset: ray.data.Dataset) -> Iterator[dict[str, Any]]:
-    """The dataset's rows as its blocks arrive; a :class:`RayJobError` when the job fails."""
+def _outcomes(dataset: ray.data.Dataset, items: Sequence[SourceItem]) -> Iterator[Outcome]:
+    from fer_batch.inputs.frames import Analysed, SourceEnd  # noqa: PLC0415
+
+    ended = 0  # inputs whose SourceEnd has been yielded
     batches = iter(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
     while True:
         try:
@@ -349,39 +348,16 @@ def _rows(dataset: ray.data.Dataset) -> Iterator[dict[str, Any]]:
             last_line = (str(exc).strip().splitlines() or [""])[-1]  # Ray's errors carry the remote traceback
             raise RayJobError(f"the Ray job failed: {type(exc).__name__}: {last_line}") from exc
         if batch is None:
-            return
-        yield from batch.to_pylist()
-
-
-def _in_input_order(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Photo records (one per input, each with its ``index``) in input order, whatever order they came in: each is
-    held until the ones before it have come (at most what the tasks ahead of the slowest one have done)."""
-    waiting: dict[int, dict[str, Any]] = {}
-    following = 0  # the index of the next record to yield
-    for row in rows:
-        waiting[row["index"]] = row
-        while following in waiting:
-            yield waiting.pop(following)
-            following += 1
-    if waiting:  # only if a photo gave no record (it always gives one): the rest in order rather than lost
-        log.debug("Ray records: %d photo(s) came without the ones before them", len(waiting))
-        yield from (waiting[index] for index in sorted(waiting))
-
-
-def _outcomes(dataset: ray.data.Dataset, items: Sequence[SourceItem], video: bool = False) -> Iterator[Outcome]:
-    from fer_batch.inputs.frames import Analysed, SourceEnd  # noqa: PLC0415
-
-    ended = 0  # inputs whose SourceEnd has been yielded
-    rows = _rows(dataset)
-    for row in rows if video else _in_input_order(rows):
-        while ended < row["index"]:  # the inputs before this row are finished
-            yield SourceEnd(items[ended].source)
-            ended += 1
-        result = to_result(row)
-        if result.status is Status.ERROR:
-            where = f" (frame {result.frame})" if result.frame is not None else ""
-            log.warning("%s%s: %s", result.source, where, result.error)
-        yield Analysed(result)
+            break
+        for row in batch.to_pylist():
+            while ended < row["index"]:  # the inputs before this row are finished
+                yield SourceEnd(items[ended].source)
+                ended += 1
+            result = to_result(row)
+            if result.status is Status.ERROR:
+                where = f" (frame {result.frame})" if result.frame is not None else ""
+                log.warning("%s%s: %s", result.source, where, result.error)
+            yield Analysed(result)
     while ended < len(items):
         yield SourceEnd(items[ended].source)
         ended += 1
