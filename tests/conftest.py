@@ -81,9 +81,14 @@ _WITH_DEFAULT_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, si
                         "os.execvp(sys.argv[1], sys.argv[1:])")
 
 
+def with_default_sigint(argv: list[str]) -> list[str]:
+    """``argv`` run with SIGINT at its default action, for a test that sends it Ctrl-C (see above)."""
+    return [sys.executable, "-c", _WITH_DEFAULT_SIGINT, *argv]
+
+
 def interrupt_when(args: list[str], ready: Callable[[], bool], timeout_s: float = 120) -> tuple[int, str]:
     """Run ``fer-batch ARGS``, send Ctrl-C (SIGINT) once ``ready()`` is true; returns (exit code, stderr)."""
-    proc = subprocess.Popen([sys.executable, "-c", _WITH_DEFAULT_SIGINT, *fer_batch_command(), *args],
+    proc = subprocess.Popen(with_default_sigint([*fer_batch_command(), *args]),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not ready():

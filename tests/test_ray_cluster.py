@@ -22,7 +22,7 @@ from typing import Self
 
 import pytest
 
-from tests.conftest import REPO, SAMPLE_MEDIA
+from tests.conftest import REPO, SAMPLE_MEDIA, with_default_sigint
 
 pytest.importorskip("ray", reason='--engine ray needs the ray extra: pip install "fer-batch[ray]"')
 
@@ -134,16 +134,10 @@ def _wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[n
 
 def test_an_interrupted_driver_ends_cleanly_and_resume_finishes_the_job(nodes: Cluster, photos: Path,
                                                                          tmp_path: Path) -> None:
-    # Four times the module's photos: the first rows come when a task of 16 ends, and the rest of the job must
-    # outlast the Ctrl-C that follows them even on a loaded 2-core machine (with 96, a run once ended first).
-    many = tmp_path / "many"
-    many.mkdir()
-    for copy in range(4):
-        for photo in sorted(photos.iterdir()):
-            os.link(photo, many / f"{copy}_{photo.name}")
-    photos = many
     out = tmp_path / "rows.csv"
-    run = subprocess.Popen([*_command(photos, "--out", out), "--engine", "ray", "--ray-address", nodes.address],
+    # SIGINT at its default action: a suite started in the background inherits it ignored (tests/conftest.py)
+    run = subprocess.Popen(with_default_sigint([*_command(photos, "--out", out), "--engine", "ray", "--ray-address",
+                                                nodes.address]),
                            cwd=REPO, env=nodes.env(), stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: out.exists() and len(out.read_text().splitlines()) > 5, 120, "the first rows")
@@ -154,7 +148,7 @@ def test_an_interrupted_driver_ends_cleanly_and_resume_finishes_the_job(nodes: C
     assert run.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     partial = _rows(out)  # a valid file: whole rows of the photos finished so far
-    assert 0 < len({r["source"] for r in partial}) < 4 * PHOTOS and all(None not in r.values() for r in partial)
+    assert 0 < len({r["source"] for r in partial}) < PHOTOS and all(None not in r.values() for r in partial)
     # the job ends with its driver: no node goes on analysing for it
     _wait_for(lambda: not any(node.running_tasks() for node in nodes.nodes), 30, "the job's tasks to end")
 
