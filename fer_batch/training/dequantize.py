@@ -32,6 +32,7 @@ then start close to the inference ones, as in a network trained with its batch n
 from __future__ import annotations
 
 import argparse
+import importlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_batch.analysis.classify import tflite_interpreter_class
 from fer_batch.errors import ModelError
 from fer_batch.model_file import ModelInfo, read_info, read_int8, save_model
 from fer_batch.models import resolve_model
@@ -52,18 +54,13 @@ DEFAULT_CALIBRATION_IMAGES = 2000
 def _interpreter(tflite_model: bytes, preserve_all_tensors: bool = False) -> Any:
     """A TFLite interpreter without default delegates: XNNPACK would replace the ops whose structure is read here
     (and would not keep intermediate tensors). LiteRT's, else TensorFlow's."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: PLC0415
-    except ImportError:
-        from fer_batch.runtime import import_tensorflow_quietly  # noqa: PLC0415
-
-        tf = import_tensorflow_quietly()
-        Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+    interpreter_class = tflite_interpreter_class()
+    resolvers = importlib.import_module(interpreter_class.__module__).OpResolverType  # beside either Interpreter
     with warnings.catch_warnings(), silenced_stderr():  # preserve_all_tensors warns that it is for debugging
         warnings.simplefilter("ignore")
-        interpreter = Interpreter(model_content=tflite_model,
-                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-                                  experimental_preserve_all_tensors=preserve_all_tensors)
+        interpreter = interpreter_class(model_content=tflite_model,
+                                        experimental_op_resolver_type=resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                                        experimental_preserve_all_tensors=preserve_all_tensors)
         interpreter.allocate_tensors()
     return interpreter
 
