@@ -101,7 +101,7 @@ def test_cli_parquet_file_and_folder_of_parts(cluster: str, tmp_path: Path) -> N
 
 def _task_pids(stage: str) -> list[int]:
     """Ray worker processes running a task of one stage, by the title Ray gives them
-    (ray::MapBatches(analyse_batch) while it runs one, ray::IDLE between tasks)."""
+    (ray::analyse_inputs while it runs one, ray::IDLE between tasks)."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
@@ -127,7 +127,7 @@ def test_a_killed_worker_loses_and_duplicates_no_input(cluster: str, tmp_path: P
             results.append(outcome.result)
             if killed is None:  # the first row is out: the other batches are being analysed
                 deadline = time.monotonic() + 30
-                while not (pids := _task_pids("analyse_batch")) and time.monotonic() < deadline:
+                while not (pids := _task_pids("analyse_inputs")) and time.monotonic() < deadline:
                     time.sleep(0.01)
                 assert pids, "no worker running a task found"
                 killed = pids[0]
@@ -138,7 +138,7 @@ def test_a_killed_worker_loses_and_duplicates_no_input(cluster: str, tmp_path: P
         want = expected[originals[int(Path(r.source).stem.split("_")[1]) % len(originals)].name]
         assert (r.status, [(f.box, f.emotion) for f in r.faces]) == (want.status, [(f.box, f.emotion)
                                                                                   for f in want.faces])
-    assert killed not in _task_pids("analyse_batch")  # it was really gone, and another worker ran its batch again
+    assert killed not in _task_pids("analyse_inputs")  # it was really gone, and another worker ran its batch again
 
 
 _WITHOUT_RAY = """

@@ -1,11 +1,11 @@
-"""The same job on a Ray cluster (``--engine ray``): Ray Data runs the local pipeline in tasks; the driver writes.
+"""The same job on a Ray cluster (``--engine ray``): Ray tasks run the local pipeline; the driver writes.
 
-The job is one Ray Data stage, :func:`analyse_batch`: a ``map_batches`` of Ray tasks over Arrow tables of
-inputs (one row per input: its ``source``, its path, the reason it cannot be opened, and its place in the input
-order, ``index``). Each task runs the local pipeline over its inputs, as ``--engine local`` does in one
-process: the photos of a batch (up to 128) are read, decoded and detected, and their faces classified, in
-chunks of 16 photos (the decoded photos a local run holds at once); a video (one per task) is sampled, detected,
-classified and tracked by the local :class:`~fer_batch.analysis.video.VideoAnalyzer`. Only paths go in and records come out (faces as JSON, no
+The job is a list of Ray tasks, :func:`analyse_inputs`, each over a batch of inputs in input order (one dict per
+input: its ``source``, its path, the reason it cannot be opened, and its place in the input order, ``index``).
+Each task runs the local pipeline over its inputs, as ``--engine local`` does in one process: the photos of a
+batch (up to 128) are read, decoded and detected, and their faces classified, in chunks of 16 photos (the decoded
+photos a local run holds at once); a video (one per task) is sampled, detected, classified and tracked by the local
+:class:`~fer_batch.analysis.video.VideoAnalyzer`. Only paths go in and records come out (faces as JSON, no
 pixels), so nothing large crosses Ray's object store. Each worker process loads the model on its first task and
 keeps it for the next ones (:func:`_analysis`).
 
@@ -13,16 +13,19 @@ By default one task runs per CPU of the cluster, on one CPU with one thread (Ope
 the cores are filled and none is shared. ``--workers W`` runs W at once, on an equal share of the CPUs each, no
 more than the largest node has, with as many threads as whole CPUs in the share.
 
-Tasks, not actors: a task whose worker process dies, or whose whole node is lost, is run again on another node
-(Ray Data retries tasks on system errors, without limit), and a task's records reach the driver once, in input
-order, so a lost worker or node neither loses nor duplicates an input. (An actor lost with its node would wait
-for a restart on a node that may never come back.)
+Plain Ray tasks (``ray.remote``), not Ray Data, for a job whose driver writes (:func:`ray_outcomes`): the driver
+keeps a few tasks per worker queued and takes their results in input order, and nothing else of Ray's runs beside
+them (Ray Data adds a stats actor, an autoscaling coordinator and its scheduling loop in the driver, about a tenth
+of a 2-core machine). Tasks, not actors: a task whose worker process dies, or whose whole node is lost, is run
+again on another node (:data:`TASK_RETRIES` times), and a task's records reach the driver once, so a lost worker
+or node neither loses nor duplicates an input. (An actor lost with its node would wait for a restart on a node
+that may never come back.)
 
-Ray Data keeps the input order (``preserve_order``), so :func:`ray_outcomes` yields the same
-:class:`~fer_batch.inputs.frames.Analysed` records and :class:`~fer_batch.inputs.frames.SourceEnd` markers, in the
-same order, as a local run, and :func:`fer_batch.engines.run.run` feeds them to the same sinks (rows, progress,
-charts, summaries), with the same summary and exit code. :func:`write_parts` instead lets Ray write a folder of
-part files, one row per face.
+:func:`ray_outcomes` yields the same :class:`~fer_batch.inputs.frames.Analysed` records and
+:class:`~fer_batch.inputs.frames.SourceEnd` markers, in the same order, as a local run, and
+:func:`fer_batch.engines.run.run` feeds them to the same sinks (rows, progress, charts, summaries), with the same
+summary and exit code. :func:`write_parts` instead runs the same tasks as a Ray Data stage (:func:`analyse_batch`)
+and lets Ray write a folder of part files, one row per face.
 
 Files are read by the cluster's workers at the paths the driver found: on a cluster of several machines, the
 inputs must be on storage that every machine mounts at the same path, and fer-batch installed on every machine.
@@ -36,9 +39,11 @@ import math
 import os
 import socket
 import warnings
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +68,8 @@ RAY_VERSION = "2.60.0"  # the version tested (pyproject.toml's ray extra pins it
 RAY_INSTALL = 'pip install "fer-batch[ray]"'
 MAX_IMAGES_PER_TASK = 128  # photos per task (in chunks of 16, as a local run): Ray Data needs ~0.15 s a task
 MIN_IMAGES_PER_TASK = 8  # ... but a few tasks per worker, so that a small job keeps every CPU busy to its end
-TASKS_PER_WORKER = 4
+TASKS_PER_WORKER = 4  # a job has at least this many tasks per worker, and the driver keeps as many queued
+TASK_RETRIES = 8  # runs again of a task whose worker process or node died (a photo that crashes every worker fails)
 MIN_TASK_CPUS = 0.05
 PART_CPUS = 0.25  # CPU a task that turns records into part-file rows asks for
 
@@ -77,14 +83,23 @@ class Engine(str, Enum):
 
 def require_ray() -> None:
     """Refuse ``--engine ray`` on an install without Ray, with the command that adds it (exit code 2)."""
+    try:
+        import ray  # noqa: F401, PLC0415 - the optional ray extra
+    except ImportError:
+        raise UsageError(f"--engine ray needs Ray, which is not installed: {RAY_INSTALL}") from None
+
+
+def _require_ray_data() -> Any:
+    """Ray Data (for :func:`write_parts`), quiet on stderr but for its errors; else exit 2 with the install."""
     # Ray Data logs each execution's plan and start at INFO on stderr, where fer-batch's own messages and
     # progress bar go; its errors still show (RAY_DATA_LOG_LEVEL=INFO brings the rest back).
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     try:
-        import ray.data  # noqa: F401, PLC0415 - the optional ray extra
+        import ray.data  # noqa: PLC0415 - the optional ray extra
     except ImportError:
-        raise UsageError(f"--engine ray needs Ray Data, which is not installed: {RAY_INSTALL}") from None
+        raise UsageError(f"--engine ray --out DIR/ needs Ray Data, which is not installed: {RAY_INSTALL}") from None
     logging.getLogger("ray.data").setLevel(os.environ["RAY_DATA_LOG_LEVEL"])
+    return ray.data
 
 
 @dataclass(frozen=True)
@@ -189,25 +204,24 @@ def _analysis(config: RayConfig, video: bool, threads: int) -> Analyzer | VideoA
     return analysis
 
 
-def analyse_batch(table: pa.Table, config: RayConfig, video: bool, threads: int) -> pa.Table:
-    """The job's one stage (a Ray task): a batch of inputs (paths) in, their records out.
+def analyse_inputs(inputs: Sequence[dict[str, Any]], config: RayConfig, video: bool,
+                   threads: int) -> list[dict[str, Any]]:
+    """The job's one stage, run in a Ray worker: a batch of inputs (paths) in, their records out.
 
-    The local pipeline runs inside: ``threads`` reader and detector threads (the task's CPUs) decode and detect
-    the photos of the batch, and their faces go through the classifier, chunk by chunk as in a local run
-    (the first chunk as large as the others: the task's rows reach the driver together); a video is sampled,
-    detected, classified and tracked as a local run does. Only paths come in and records (no pixels) go out,
-    so nothing large passes through Ray's object store. One row per photo or per sampled frame, in input order
-    (``index``: the input's place in the job).
+    ``inputs``: one dict per input, ``index`` (its place in the job), ``source``, ``path`` and ``error`` (why it
+    cannot be opened). The local pipeline runs inside: ``threads`` reader and detector threads (the task's CPUs)
+    decode and detect the photos of the batch, and their faces go through the classifier, chunk by chunk as in a
+    local run (the first chunk as large as the others: the task's rows reach the driver together); a video is
+    sampled, detected, classified and tracked as a local run does. Only paths come in and records (no pixels) go
+    out, so nothing large passes through Ray's object store. One record per photo or per sampled frame, in input
+    order (see :func:`_record_row`).
     """
-    import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
-
-    from fer_batch.analysis.pipeline import GrowingChunks  # noqa: PLC0415
+    from fer_batch.analysis.pipeline import GrowingChunks  # noqa: PLC0415 - in a Ray worker
     from fer_batch.inputs.frames import Analysed, FrameSource, SourceEnd  # noqa: PLC0415
 
     analysis = _analysis(config, video, threads)
-    indices = _column(table, "index")
-    items = [SourceItem(source, Path(path) if path is not None else None, error)
-             for source, path, error in zip(*(_column(table, name) for name in ("source", "path", "error")))]
+    items = [SourceItem(row["source"], Path(row["path"]) if row["path"] is not None else None, row["error"])
+             for row in inputs]
     frames = FrameSource.of_items(items, video=video, sampling=config.sampling, workers=threads)
     if video:
         outcomes = analysis.analyze_frames(frames)  # type: ignore[call-arg]
@@ -218,10 +232,17 @@ def analyse_batch(table: pa.Table, config: RayConfig, video: bool, threads: int)
     done = 0  # inputs of the batch ended so far: the record's input is the next one
     for outcome in outcomes:
         if isinstance(outcome, Analysed):
-            rows.append(_record_row(indices[done], outcome.result))
+            rows.append(_record_row(inputs[done]["index"], outcome.result))
         elif isinstance(outcome, SourceEnd):
             done += 1
-    return pa.Table.from_pylist(rows, schema=_record_schema())
+    return rows
+
+
+def analyse_batch(table: pa.Table, config: RayConfig, video: bool, threads: int) -> pa.Table:
+    """:func:`analyse_inputs` as a Ray Data stage (``--out DIR/``): an Arrow table of inputs in, of records out."""
+    import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
+
+    return pa.Table.from_pylist(analyse_inputs(table.to_pylist(), config, video, threads), schema=_record_schema())
 
 
 def _faces_json(faces: Iterable[FaceResult]) -> str:
@@ -282,8 +303,53 @@ def images_per_task(photos: int, workers: int) -> int:
     return max(MIN_IMAGES_PER_TASK, min(MAX_IMAGES_PER_TASK, math.ceil(photos / (workers * TASKS_PER_WORKER))))
 
 
+def _plan(items: Sequence[SourceItem], config: RayConfig, video: bool) -> tuple[list[list[dict[str, Any]]],
+                                                                                 int, float, int]:
+    """The job's tasks (their inputs, in input order), and the tasks at once, CPUs and threads of each."""
+    if any(item.live is not None for item in items):
+        raise UsageError("--engine ray runs video files only, one per task; run streams and cameras with "
+                         "--engine local")
+    workers, cpus, threads = _sizes(config)
+    inputs = [{"index": i, "source": item.source, "path": None if item.path is None else str(item.path),
+               "error": item.error} for i, item in enumerate(items)]
+    per_task = 1 if video else images_per_task(len(inputs), workers)
+    return [inputs[start:start + per_task] for start in range(0, len(inputs), per_task)], workers, cpus, threads
+
+
+def _record_batches(items: Sequence[SourceItem], config: RayConfig, *,
+                    video: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """Run the job as Ray tasks; yield each task's records (rows of :func:`_record_row`), in input order.
+
+    Plans the job at once (inputs Ray cannot run raise :class:`UsageError` here); the tasks start as the
+    batches are taken, :data:`TASKS_PER_WORKER` per worker queued ahead of the one the driver waits for. A task
+    whose worker process or node dies runs again (:data:`TASK_RETRIES` times); one that raises fails the job.
+    The tasks of a driver that exits (interrupted) end with it; a driver that stops taking batches and lives on
+    leaves its queued tasks to finish (``ray.cancel`` races with a task's end in Ray 2.60 and can crash the
+    driver). Connect first (:func:`connect`).
+    """
+    import ray  # noqa: PLC0415 - the optional ray extra
+
+    tasks, workers, cpus, threads = _plan(items, config, video)
+    analyse = ray.remote(analyse_inputs).options(num_cpus=cpus, max_retries=TASK_RETRIES, retry_exceptions=False)
+    config_ref = ray.put(config)
+
+    def batches() -> Iterator[list[dict[str, Any]]]:
+        queued: deque[ray.ObjectRef] = deque()  # in input order
+        ahead = iter(tasks)
+        while True:
+            room = workers * (TASKS_PER_WORKER + 1) - len(queued)
+            queued.extend(analyse.remote(task, config_ref, video, threads) for task in islice(ahead, room))
+            if not queued:
+                return
+            yield ray.get(queued[0])
+            queued.popleft()
+
+    return batches()
+
+
 def records(items: Sequence[SourceItem], config: RayConfig, *, video: bool = False) -> ray.data.Dataset:
-    """The Ray dataset of the job's records, in input order: one row per photo, or per sampled video frame.
+    """The job as a Ray dataset of its records (for :func:`write_parts`), in input order: one row per photo, or
+    per sampled video frame.
 
     Columns: ``index`` (the input's place in ``items``), ``source``, ``status``, ``error``, ``width``,
     ``height``, ``frame``, ``time_s``, ``duration_s`` (video only, else empty), ``faces`` (JSON: a list of the
@@ -292,28 +358,22 @@ def records(items: Sequence[SourceItem], config: RayConfig, *, video: bool = Fal
     :func:`fer_batch.outputs.writers.face_to_dict`). Connect first (:func:`connect`).
     """
     import pyarrow as pa  # noqa: PLC0415 - the optional ray extra
-    import ray.data  # noqa: PLC0415
 
-    if any(item.live is not None for item in items):
-        raise UsageError("--engine ray runs video files only, one per task; run streams and cameras with "
-                         "--engine local")
-    context = ray.data.DataContext.get_current()
+    data = _require_ray_data()
+    context = data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows come out in input order, as in a local run
     context.enable_progress_bars = False  # the driver's own progress bar counts the rows as they come
+    tasks, workers, cpus, threads = _plan(items, config, video)
     schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in _INPUT_FIELDS])
-    rows = [{"index": i, "source": item.source, "path": None if item.path is None else str(item.path),
-             "error": item.error} for i, item in enumerate(items)]
     # Ray Data warns when a job has fewer batches than tasks may run at once (one photo): nothing to act on.
     warnings.filterwarnings("ignore", "The maximum number of concurrent tasks", UserWarning, "ray.data")
-    workers, cpus, threads = _sizes(config)
-    per_task = 1 if video else images_per_task(len(rows), workers)
-    blocks = [pa.Table.from_pylist(rows[start:start + per_task], schema=schema)
-              for start in range(0, len(rows), per_task)] or [schema.empty_table()]
+    blocks = [pa.Table.from_pylist(task, schema=schema) for task in tasks] or [schema.empty_table()]
     # Tasks, not actors: a task whose worker or node dies is run again elsewhere (Ray Data's max_retries=-1 for
     # system errors), where an actor pool waits for its dead actor to come back on a node that may be gone.
-    return ray.data.from_arrow(blocks).map_batches(
-        analyse_batch, fn_kwargs={"config": config, "video": video, "threads": threads}, batch_size=per_task,
-        batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=cpus)
+    return data.from_arrow(blocks).map_batches(
+        analyse_batch, fn_kwargs={"config": config, "video": video, "threads": threads},
+        batch_size=max(1, len(tasks[0]) if tasks else 1), batch_format="pyarrow",
+        compute=data.TaskPoolStrategy(size=workers), num_cpus=cpus)
 
 
 class RayJobError(FerBatchError):
@@ -332,32 +392,33 @@ def ray_outcomes(items: Sequence[SourceItem], config: RayConfig, *, video: bool 
     A job that fails on the way raises :class:`RayJobError`.
     """
     connect(config.address)
-    dataset = records(items, config, video=video)
-    return _outcomes(dataset, items)
+    return _outcomes(_record_batches(items, config, video=video), items)
 
 
-def _outcomes(dataset: ray.data.Dataset, items: Sequence[SourceItem]) -> Iterator[Outcome]:
+def _outcomes(batches: Iterator[list[dict[str, Any]]], items: Sequence[SourceItem]) -> Iterator[Outcome]:
     from fer_batch.inputs.frames import Analysed, SourceEnd  # noqa: PLC0415
 
     ended = 0  # inputs whose SourceEnd has been yielded
-    batches = iter(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
-    while True:
-        try:
-            batch = next(batches, None)
-        except Exception as exc:
-            last_line = (str(exc).strip().splitlines() or [""])[-1]  # Ray's errors carry the remote traceback
-            raise RayJobError(f"the Ray job failed: {type(exc).__name__}: {last_line}") from exc
-        if batch is None:
-            break
-        for row in batch.to_pylist():
-            while ended < row["index"]:  # the inputs before this row are finished
-                yield SourceEnd(items[ended].source)
-                ended += 1
-            result = to_result(row)
-            if result.status is Status.ERROR:
-                where = f" (frame {result.frame})" if result.frame is not None else ""
-                log.warning("%s%s: %s", result.source, where, result.error)
-            yield Analysed(result)
+    try:
+        while True:
+            try:
+                batch = next(batches, None)
+            except Exception as exc:
+                last_line = (str(exc).strip().splitlines() or [""])[-1]  # Ray's errors carry the remote traceback
+                raise RayJobError(f"the Ray job failed: {type(exc).__name__}: {last_line}") from exc
+            if batch is None:
+                break
+            for row in batch:
+                while ended < row["index"]:  # the inputs before this row are finished
+                    yield SourceEnd(items[ended].source)
+                    ended += 1
+                result = to_result(row)
+                if result.status is Status.ERROR:
+                    where = f" (frame {result.frame})" if result.frame is not None else ""
+                    log.warning("%s%s: %s", result.source, where, result.error)
+                yield Analysed(result)
+    finally:
+        batches.close()  # taken no further (interrupted, or a sink failed): no more tasks are started
     while ended < len(items):
         yield SourceEnd(items[ended].source)
         ended += 1
@@ -378,10 +439,10 @@ def write_parts(items: Sequence[SourceItem], config: RayConfig, class_names: Seq
     """Run the job on Ray and let Ray write its part files into ``folder``: one row per face (every input
     with its status row), the CSV columns, in Parquet, CSV or JSON Lines (``fmt``). Returns the run's summary
     (its exit code is a local run's)."""
-    from ray.data import SaveMode  # noqa: PLC0415 - the optional ray extra
-
     from fer_batch.engines.run import RunSummary  # noqa: PLC0415
     from fer_batch.outputs.writers import OutputFormat  # noqa: PLC0415
+
+    save_mode = _require_ray_data().SaveMode
 
     connect(config.address)
     summary = RunSummary()
@@ -394,7 +455,7 @@ def write_parts(items: Sequence[SourceItem], config: RayConfig, class_names: Seq
         summary.inputs = len(items)
         rows = done.map_batches(_face_rows, fn_kwargs={"class_names": tuple(class_names), "video": video},
                                 batch_format="pyarrow", num_cpus=PART_CPUS)
-        mode = SaveMode.APPEND  # never OVERWRITE, which empties the whole folder: the CLI removed the old parts
+        mode = save_mode.APPEND  # never OVERWRITE, which empties the whole folder: the CLI removed the old parts
         if fmt is OutputFormat.PARQUET:
             rows.write_parquet(str(folder), mode=mode)
         elif fmt is OutputFormat.CSV:
