@@ -217,3 +217,26 @@ def test_cli_unreachable_cluster_is_a_clear_error_and_writes_nothing(tmp_path: P
                       "--model", MODEL, "--out", out)
     assert proc.returncode == 2 and "cannot reach the Ray cluster" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+class _KillsItsWorker:
+    """A config field that ends the worker process that unpickles it: a task that crashes every worker it meets."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return os._exit, (7,)
+
+
+def test_a_task_that_raises_or_crashes_every_worker_fails_the_job_clearly(cluster: str, tmp_path: Path) -> None:
+    from fer_batch.engines.ray_engine import TASK_RETRIES, RayJobError
+
+    items = FrameSource([str(SAMPLE_MEDIA / "grace_hopper.jpg")]).pending()
+    missing = tmp_path / "no_such_model.tflite"
+    with pytest.raises(RayJobError, match="the Ray job failed: .*no_such_model"):
+        list(ray_outcomes(items, RayConfig(model=str(missing))))  # raised in the task: not run again
+    began = time.monotonic()
+    # dies on each of its 1 + TASK_RETRIES runs, then the job fails instead of retrying for ever
+    with pytest.raises(RayJobError, match="the Ray job failed"):
+        list(ray_outcomes(items, RayConfig(model=MODEL, sampling=_KillsItsWorker())))  # type: ignore[arg-type]
+    assert TASK_RETRIES < 20 and time.monotonic() - began < 120
+    assert [o.result.status for o in ray_outcomes(items, RayConfig(model=MODEL))  # the cluster goes on
+            if isinstance(o, Analysed)] == [Status.OK]

@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 RAY_VERSION = "2.60.0"  # the version tested (pyproject.toml's ray extra pins it)
 RAY_INSTALL = 'pip install "fer-batch[ray]"'
-MAX_IMAGES_PER_TASK = 128  # photos per task (in chunks of 16, as a local run): Ray Data needs ~0.15 s a task
+MAX_IMAGES_PER_TASK = 128  # photos per task (in chunks of 16, as a local run): a task costs Ray 0.1-0.2 s
 MIN_IMAGES_PER_TASK = 8  # ... but a few tasks per worker, so that a small job keeps every CPU busy to its end
 TASKS_PER_WORKER = 4  # a job has at least this many tasks per worker, and the driver keeps as many queued
 TASK_RETRIES = 8  # runs again of a task whose worker process or node died (a photo that crashes every worker fails)
