@@ -15,8 +15,8 @@ more than the largest node has, with as many threads as whole CPUs in the share.
 
 Plain Ray tasks (``ray.remote``), not Ray Data, for a job whose driver writes (:func:`ray_outcomes`): the driver
 keeps a few tasks per worker queued and takes their results in input order, and nothing else of Ray's runs beside
-them (Ray Data adds a stats actor, an autoscaling coordinator and its scheduling loop in the driver, about a tenth
-of a 2-core machine). Tasks, not actors: a task whose worker process dies, or whose whole node is lost, is run
+them (Ray Data adds a stats actor, an autoscaling coordinator and its scheduling loop in the driver: with Ray's
+other processes, about 8% of a 2-core machine, against 2.5% now). Tasks, not actors: a task whose worker process dies, or whose whole node is lost, is run
 again on another node (:data:`TASK_RETRIES` times), and a task's records reach the driver once, so a lost worker
 or node neither loses nor duplicates an input. (An actor lost with its node would wait for a restart on a node
 that may never come back.)
@@ -68,7 +68,7 @@ RAY_VERSION = "2.60.0"  # the version tested (pyproject.toml's ray extra pins it
 RAY_INSTALL = 'pip install "fer-batch[ray]"'
 MAX_IMAGES_PER_TASK = 128  # photos per task (in chunks of 16, as a local run): a task costs Ray 0.1-0.2 s
 MIN_IMAGES_PER_TASK = 8  # ... but a few tasks per worker, so that a small job keeps every CPU busy to its end
-TASKS_PER_WORKER = 4  # a job has at least this many tasks per worker, and the driver keeps as many queued
+TASKS_PER_WORKER = 4  # a job has at least this many tasks per worker; the driver submits one more at once
 TASK_RETRIES = 8  # runs again of a task whose worker process or node died (a photo that crashes every worker fails)
 MIN_TASK_CPUS = 0.05
 PART_CPUS = 0.25  # CPU a task that turns records into part-file rows asks for
@@ -321,7 +321,8 @@ def _record_batches(items: Sequence[SourceItem], config: RayConfig, *,
     """Run the job as Ray tasks; yield each task's records (rows of :func:`_record_row`), in input order.
 
     Plans the job at once (inputs Ray cannot run raise :class:`UsageError` here); the tasks start as the
-    batches are taken, :data:`TASKS_PER_WORKER` per worker queued ahead of the one the driver waits for. A task
+    batches are taken, up to ``TASKS_PER_WORKER + 1`` per worker submitted at once (the one the driver waits for
+    included), so that a worker's next task is already at its node when one ends. A task
     whose worker process or node dies runs again (:data:`TASK_RETRIES` times); one that raises fails the job.
     The tasks of a driver that exits (interrupted) end with it; a driver that stops taking batches and lives on
     leaves its queued tasks to finish (``ray.cancel`` races with a task's end in Ray 2.60 and can crash the
