@@ -398,8 +398,13 @@ def check_ray(root: Path) -> None:
 
     expect(fer_batch(["images", "photos", "--engine", "ray", "--workers", "1", "--model", "fast", "--out",
                       "ray.parquet", "--overwrite", "--quiet"], root, timeout_s=600), 0)
-    if pq.read_table(root / "ray.parquet").num_rows < 3:
+    table = pq.read_table(root / "ray.parquet")
+    if table.num_rows < 3:
         raise CheckFailed("fewer rows than photos")
+    expect(fer_batch(["images", "photos", "--engine", "ray", "--workers", "1", "--model", "fast", "--out",
+                      "parts/", "--overwrite", "--quiet"], root, timeout_s=600), 0)  # a folder of part files
+    if pq.read_table(root / "parts").to_pylist() != table.to_pylist():
+        raise CheckFailed("the part files do not hold the rows of the one-file run")
 
 
 CHECKS: dict[str, list[tuple[str, Callable[[Path], None]]]] = {
@@ -409,7 +414,7 @@ CHECKS: dict[str, list[tuple[str, Callable[[Path], None]]]] = {
                 *[(f"the Python examples of {page_name(page)}", lambda r, page=page: check_python_examples(r, page))
                   for page in documented_pages() if python_examples(page.read_text())]],
     "parquet": [("a Parquet output, read back with pyarrow", check_parquet)],
-    "ray": [("--engine ray on a local cluster", check_ray)],
+    "ray": [("--engine ray on a local cluster, into a file and a folder of parts", check_ray)],
 }
 
 

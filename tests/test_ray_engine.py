@@ -4,6 +4,7 @@ join it with --ray-address, so no test starts a second one."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -95,8 +96,40 @@ def test_cli_parquet_file_and_folder_of_parts(cluster: str, tmp_path: Path) -> N
     from_parts = pq.read_table(parts).to_pylist()
     assert sorted(tuple(str(r[k]) for k in key) for r in from_parts) == sorted(tuple(str(r[k]) for k in key)
                                                                                for r in rows)
+    assert from_parts == rows  # the parts, read in name order, are the file's rows in input order
     proc = _fer_batch("images", *inputs, *common, "--out", f"{parts}/")
     assert proc.returncode == 2 and "--overwrite" in proc.stderr  # parts already there are never mixed
+
+    # more photos than one task takes: a part per task, named in input order
+    many = tmp_path / "many"
+    many.mkdir()
+    originals = sorted(SAMPLE_MEDIA.glob("*.[jp][pn]g"))
+    for i in range(20):
+        os.link(originals[i % len(originals)], many / f"photo_{i:03d}{originals[i % len(originals)].suffix}")
+    inputs = [many, tmp_path / "missing.jpg"]
+    assert _fer_batch("images", *inputs, *common, "--out", tmp_path / "many.parquet").returncode == 1
+    rows = pq.read_table(tmp_path / "many.parquet").to_pylist()
+    proc = _fer_batch("images", *inputs, *common, "--out", f"{parts}/", "--overwrite")
+    assert proc.returncode == 1, proc.stderr
+    names = sorted(p.name for p in parts.iterdir())
+    assert len(names) == 3 and names == [f"part-{i:05d}.parquet" for i in range(3)]  # 8 photos a task
+    assert pq.read_table(parts).to_pylist() == rows
+
+    # CSV parts: a local run's CSV, cut at task boundaries (each part with the header); JSON: row objects
+    (parts / ".part-00009.csv.partial").write_text("half a part of an interrupted run")
+    proc = _fer_batch("images", *inputs, *common, "--out", f"{parts}/", "--format", "csv", "--overwrite")
+    assert proc.returncode == 1, proc.stderr
+    assert sorted(p.name for p in parts.iterdir()) == [n.replace(".parquet", ".csv") for n in names]
+    whole = _fer_batch("images", *inputs, *common[:-2], "--engine", "local", "--out", tmp_path / "rows.csv")
+    assert whole.returncode == 1, whole.stderr
+    local_lines = (tmp_path / "rows.csv").read_text().splitlines()
+    part_lines = [part.read_text().splitlines() for part in sorted(parts.iterdir())]
+    assert all(lines[0] == local_lines[0] for lines in part_lines)
+    assert [line for lines in part_lines for line in lines[1:]] == local_lines[1:]
+    proc = _fer_batch("images", *inputs, *common, "--out", f"{parts}/", "--format", "json", "--overwrite")
+    assert proc.returncode == 1, proc.stderr
+    objects = [json.loads(line) for part in sorted(parts.iterdir()) for line in part.read_text().splitlines()]
+    assert [o["source"] for o in objects] == [r["source"] for r in rows] and objects[0].keys() == rows[0].keys()
 
 
 def _task_pids(stage: str) -> list[int]:

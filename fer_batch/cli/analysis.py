@@ -26,7 +26,7 @@ from fer_batch.outputs.writers import OutputFormat
 # The Typer declaration of each option (its type and default are the field's), in --help's order.
 ANALYSIS_OPTIONS: dict[str, Any] = {
     "out": typer.Option("--out", "-o", metavar="FILE", help=(
-        "Output file, or - for stdout; with --engine ray also a folder (DIR/) for Ray's part files.")),
+        "Output file, or - for stdout; with --engine ray also a folder (DIR/) of part files, one per task.")),
     "fmt": typer.Option(
         "--format", "-f", **choice_of(OutputFormat),
         help="Output format; default: from --out's extension, csv for stdout, parquet for a folder of parts."),

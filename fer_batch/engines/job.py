@@ -46,7 +46,7 @@ from fer_batch.runtime import load_backend
 
 log = logging.getLogger(__name__)
 
-PART_SUFFIXES = (".parquet", ".csv", ".json", ".jsonl")  # what Ray's part files are called
+PART_SUFFIXES = (".parquet", ".csv", ".json", ".jsonl")  # what part files are called (.json: by older runs)
 
 
 @dataclass
@@ -58,7 +58,7 @@ class _Plan:
     class_names: tuple[str, ...]
     output_format: OutputFormat
     sinks: list[Sink] = field(default_factory=list)
-    parts: Path | None = None  # --out DIR/: Ray's part files go there
+    parts: Path | None = None  # --out DIR/: the Ray tasks' part files go there
 
 
 class Job:
@@ -169,12 +169,12 @@ class Job:
         return _Plan(source, model_path, class_names, output_format, sinks)
 
     def _checked_parts(self, source: FrameSource) -> _Plan:
-        """``--engine ray --out DIR/``: Ray writes part files into DIR, one row per face (the CSV columns)."""
+        """``--engine ray --out DIR/``: the Ray tasks write part files into DIR, one row per face (the CSV columns)."""
         options = self.options
         folder = Path(options.out)
         fmt = options.fmt or OutputFormat.PARQUET
         if fmt is OutputFormat.JSON:
-            fmt = OutputFormat.JSONL  # Ray writes JSON as JSON Lines parts
+            fmt = OutputFormat.JSONL  # parts of JSON are JSON Lines (a row object per line)
         check_format(str(folder / f"part.{fmt.value}"), fmt)
         if options.resume:
             raise UsageError("--resume does not apply to a folder of part files: write one file (--out FILE.csv) "
@@ -333,7 +333,7 @@ def _check_writable(out: str) -> None:
 
 
 def _is_folder(out: str) -> bool:
-    """``--out DIR/`` (a trailing slash) or an existing folder: Ray writes its part files there."""
+    """``--out DIR/`` (a trailing slash) or an existing folder: the Ray tasks write their part files there."""
     return out != "-" and (out.endswith(("/", os.sep)) or Path(out).is_dir())
 
 
@@ -350,8 +350,8 @@ def _check_ray_options(options: AnalysisOptions, source: FrameSource) -> None:
 def stale_parts(folder: Path, source: FrameSource, *, overwrite: bool) -> list[Path]:
     """The part files of an earlier run in ``--out DIR/``, to be replaced; refuses a folder that holds more.
 
-    Ray's own overwrite mode empties the whole folder, subfolders included; fer-batch never asks for it, and
-    refuses a folder that holds anything else or any of the inputs, so no user file can be lost.
+    Only part files (by suffix) are ever removed, and only with ``--overwrite``: a folder that holds anything
+    else, or any of the inputs, is refused, so no user file can be lost.
     """
     if not folder.is_dir():
         return []
@@ -374,3 +374,4 @@ def clear_parts_folder(folder: Path, source: FrameSource, *, overwrite: bool) ->
     """Make sure ``--out DIR/`` holds nothing but the part files of an earlier run (removed with --overwrite)."""
     for part in stale_parts(folder, source, overwrite=overwrite):
         part.unlink()
+

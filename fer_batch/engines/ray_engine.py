@@ -1,6 +1,6 @@
 """The same job on a Ray cluster (``--engine ray``): Ray tasks run the local pipeline; the driver writes.
 
-The job is a list of Ray tasks, :func:`analyse_inputs`, each over a batch of inputs in input order (one dict per
+The job is a list of Ray tasks, each over a batch of inputs in input order (one dict per
 input: its ``source``, its path, the reason it cannot be opened, and its place in the input order, ``index``).
 Each task runs the local pipeline over its inputs, as ``--engine local`` does in one process: the photos of a
 batch (up to 128) are read, decoded and detected, and their faces classified, in chunks of 16 photos (the decoded
@@ -13,19 +13,19 @@ By default one task runs per CPU of the cluster, on one CPU with one thread (Ope
 the cores are filled and none is shared. ``--workers W`` runs W at once, on an equal share of the CPUs each, no
 more than the largest node has, with as many threads as whole CPUs in the share.
 
-Plain Ray tasks (``ray.remote``), not Ray Data, for a job whose driver writes (:func:`ray_outcomes`): the driver
-keeps a few tasks per worker queued and takes their results in input order, and nothing else of Ray's runs beside
-them (Ray Data adds a stats actor, an autoscaling coordinator and its scheduling loop in the driver: with Ray's
-other processes, about 8% of a 2-core machine, against 2.5% now). Tasks, not actors: a task whose worker process dies, or whose whole node is lost, is run
-again on another node (:data:`TASK_RETRIES` times), and a task's records reach the driver once, so a lost worker
-or node neither loses nor duplicates an input. (An actor lost with its node would wait for a restart on a node
-that may never come back.)
+Plain Ray tasks (``ray.remote``), not Ray Data: the driver keeps a few tasks per worker submitted and takes their
+results in input order (:func:`_in_input_order`), and nothing else of Ray's runs beside them (Ray Data, used
+before, added a stats actor, an autoscaling coordinator and its scheduling loop in the driver: with Ray's other
+processes about 8% of a 2-core machine, against 2.5% now). Tasks, not actors: a task whose worker process dies,
+or whose whole node is lost, is run again on another node (:data:`TASK_RETRIES` times), and a task's result
+reaches the driver once, so a lost worker or node neither loses nor duplicates an input. (An actor lost with its
+node would wait for a restart on a node that may never come back.)
 
 :func:`ray_outcomes` yields the same :class:`~fer_batch.inputs.frames.Analysed` records and
 :class:`~fer_batch.inputs.frames.SourceEnd` markers, in the same order, as a local run, and
 :func:`fer_batch.engines.run.run` feeds them to the same sinks (rows, progress, charts, summaries), with the same
-summary and exit code. :func:`write_parts` instead runs the same tasks as a Ray Data stage (:func:`analyse_batch`)
-and lets Ray write a folder of part files, one row per face.
+summary and exit code. :func:`write_parts` instead has each task (:func:`write_part`) write its rows as a part
+file of a folder, named in input order; only the records' statuses come back to the driver, for the summary.
 
 Files are read by the cluster's workers at the paths the driver found: on a cluster of several machines, the
 inputs must be on storage that every machine mounts at the same path, and fer-batch installed on every machine.
@@ -38,9 +38,8 @@ import logging
 import math
 import os
 import socket
-import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from itertools import islice
@@ -52,9 +51,6 @@ from fer_batch.inputs.sources import SourceItem
 from fer_batch.records import FaceResult, FrameResult, Status
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-    import ray.data
-
     from fer_batch.analysis.pipeline import Analyzer
     from fer_batch.analysis.video import VideoAnalyzer
     from fer_batch.engines.run import RunSummary
@@ -71,7 +67,7 @@ MIN_IMAGES_PER_TASK = 8  # ... but a few tasks per worker, so that a small job k
 TASKS_PER_WORKER = 4  # a job has at least this many tasks per worker; the driver submits one more at once
 TASK_RETRIES = 8  # runs again of a task whose worker process or node died (a photo that crashes every worker fails)
 MIN_TASK_CPUS = 0.05
-PART_CPUS = 0.25  # CPU a task that turns records into part-file rows asks for
+PARTIAL_SUFFIX = ".partial"  # a part file being written: hidden (.part-00000.csv.partial), then renamed
 
 
 class Engine(str, Enum):
@@ -87,19 +83,6 @@ def require_ray() -> None:
         import ray  # noqa: F401, PLC0415 - the optional ray extra
     except ImportError:
         raise UsageError(f"--engine ray needs Ray, which is not installed: {RAY_INSTALL}") from None
-
-
-def _require_ray_data() -> Any:
-    """Ray Data (for :func:`write_parts`), quiet on stderr but for its errors; else exit 2 with the install."""
-    # Ray Data logs each execution's plan and start at INFO on stderr, where fer-batch's own messages and
-    # progress bar go; its errors still show (RAY_DATA_LOG_LEVEL=INFO brings the rest back).
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
-    try:
-        import ray.data  # noqa: PLC0415 - the optional ray extra
-    except ImportError:
-        raise UsageError(f"--engine ray --out DIR/ needs Ray Data, which is not installed: {RAY_INSTALL}") from None
-    logging.getLogger("ray.data").setLevel(os.environ["RAY_DATA_LOG_LEVEL"])
-    return ray.data
 
 
 @dataclass(frozen=True)
@@ -169,16 +152,6 @@ def _check_reachable(address: str) -> None:
 
 # -- the stage, run in Ray's worker processes ---------------------------------------------------------------
 
-_INPUT_FIELDS = (("index", "int64"), ("source", "string"), ("path", "string"), ("error", "string"))
-_RECORD_FIELDS = (("index", "int64"), ("source", "string"), ("status", "string"), ("error", "string"),
-                  ("width", "int64"), ("height", "int64"), ("frame", "int64"), ("time_s", "float64"),
-                  ("duration_s", "float64"), ("faces", "string"))
-
-
-def _column(table: pa.Table, name: str) -> list[Any]:
-    return table.column(name).to_pylist()
-
-
 _ANALYSES: dict[tuple[Any, ...], Analyzer | VideoAnalyzer] = {}  # per worker process: the models it has loaded
 
 
@@ -204,17 +177,15 @@ def _analysis(config: RayConfig, video: bool, threads: int) -> Analyzer | VideoA
     return analysis
 
 
-def analyse_inputs(inputs: Sequence[dict[str, Any]], config: RayConfig, video: bool,
-                   threads: int) -> list[dict[str, Any]]:
-    """The job's one stage, run in a Ray worker: a batch of inputs (paths) in, their records out.
+def _analyse(inputs: Sequence[dict[str, Any]], config: RayConfig, video: bool,
+             threads: int) -> list[tuple[int, FrameResult]]:
+    """The local pipeline over a task's inputs, in a Ray worker: each record with its input's ``index``.
 
     ``inputs``: one dict per input, ``index`` (its place in the job), ``source``, ``path`` and ``error`` (why it
-    cannot be opened). The local pipeline runs inside: ``threads`` reader and detector threads (the task's CPUs)
-    decode and detect the photos of the batch, and their faces go through the classifier, chunk by chunk as in a
-    local run (the first chunk as large as the others: the task's rows reach the driver together); a video is
-    sampled, detected, classified and tracked as a local run does. Only paths come in and records (no pixels) go
-    out, so nothing large passes through Ray's object store. One record per photo or per sampled frame, in input
-    order (see :func:`_record_row`).
+    cannot be opened). ``threads`` reader and detector threads (the task's CPUs) decode and detect the photos,
+    and their faces go through the classifier, chunk by chunk as in a local run (the first chunk as large as the
+    others: the task's records are returned together); a video is sampled, detected, classified and tracked as a
+    local run does. One record per photo or per sampled frame, in input order.
     """
     from fer_batch.analysis.pipeline import GrowingChunks  # noqa: PLC0415 - in a Ray worker
     from fer_batch.inputs.frames import Analysed, FrameSource, SourceEnd  # noqa: PLC0415
@@ -228,21 +199,53 @@ def analyse_inputs(inputs: Sequence[dict[str, Any]], config: RayConfig, video: b
     else:  # the decoded photos held at once: as many as a local run holds
         size = analysis.chunk_size  # type: ignore[union-attr]
         outcomes = analysis.analyze_frames(frames, GrowingChunks(size, first=size))  # type: ignore[call-arg]
-    rows: list[dict[str, Any]] = []
+    records: list[tuple[int, FrameResult]] = []
     done = 0  # inputs of the batch ended so far: the record's input is the next one
     for outcome in outcomes:
         if isinstance(outcome, Analysed):
-            rows.append(_record_row(inputs[done]["index"], outcome.result))
+            records.append((inputs[done]["index"], outcome.result))
         elif isinstance(outcome, SourceEnd):
             done += 1
-    return rows
+    return records
 
 
-def analyse_batch(table: pa.Table, config: RayConfig, video: bool, threads: int) -> pa.Table:
-    """:func:`analyse_inputs` as a Ray Data stage (``--out DIR/``): an Arrow table of inputs in, of records out."""
-    import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
+def analyse_inputs(inputs: Sequence[dict[str, Any]], config: RayConfig, video: bool,
+                   threads: int) -> list[dict[str, Any]]:
+    """A task of a job whose driver writes (:func:`ray_outcomes`): a batch of inputs (paths) in, their records
+    out, as rows of :func:`_record_row` (faces as JSON, no pixels: nothing large crosses Ray's object store)."""
+    return [_record_row(index, result) for index, result in _analyse(inputs, config, video, threads)]
 
-    return pa.Table.from_pylist(analyse_inputs(table.to_pylist(), config, video, threads), schema=_record_schema())
+
+def write_part(inputs: Sequence[dict[str, Any]], config: RayConfig, video: bool, threads: int,
+               class_names: Sequence[str], path: str, fmt: str) -> list[tuple[str, int]]:
+    """A task of a ``--out DIR/`` job: analyse a batch of inputs and write their rows as one part file at
+    ``path`` (see :func:`write_part_file`); returns each record's status and face count, for the summary."""
+    results = [result for _, result in _analyse(inputs, config, video, threads)]
+    write_part_file(results, Path(path), class_names, fmt, video=video)
+    return [(result.status.value, len(result.faces)) for result in results]
+
+
+def write_part_file(results: Sequence[FrameResult], path: Path, class_names: Sequence[str], fmt: str, *,
+                    video: bool = False) -> None:
+    """One part file: the records' rows in the per-face layout of the CSV (one row per face, one status row for
+    a record without a face), as Parquet (typed), CSV (a local run's CSV, with its header) or JSON Lines (one
+    row object per line). Written beside ``path`` under a hidden name, then renamed: a part is whole or absent,
+    and a task run again replaces its own part."""
+    from fer_batch.outputs.writers import OutputFormat, face_rows, get_writer  # noqa: PLC0415 - in a Ray worker
+
+    fmt = OutputFormat(fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    if fmt is OutputFormat.JSONL:
+        with partial.open("w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(row) + "\n" for result in results for row in face_rows(result, class_names, video))
+    else:
+        binary = fmt is OutputFormat.PARQUET
+        with (partial.open("wb") if binary else partial.open("w", encoding="utf-8", newline="")) as fh, \
+                get_writer(fmt, fh, class_names, video=video) as writer:
+            for result in results:
+                writer.write(result)
+    os.replace(partial, path)
 
 
 def _faces_json(faces: Iterable[FaceResult]) -> str:
@@ -251,12 +254,6 @@ def _faces_json(faces: Iterable[FaceResult]) -> str:
     from fer_batch.outputs.writers import face_to_dict  # noqa: PLC0415 - in a Ray worker
 
     return json.dumps([face_to_dict(face, decimals=None) for face in faces])
-
-
-def _record_schema() -> pa.Schema:
-    import pyarrow as pa  # noqa: PLC0415 - the optional ray extra
-
-    return pa.schema([(name, getattr(pa, kind)()) for name, kind in _RECORD_FIELDS])
 
 
 def _record_row(index: int, result: FrameResult) -> dict[str, Any]:
@@ -316,65 +313,34 @@ def _plan(items: Sequence[SourceItem], config: RayConfig, video: bool) -> tuple[
     return [inputs[start:start + per_task] for start in range(0, len(inputs), per_task)], workers, cpus, threads
 
 
-def _record_batches(items: Sequence[SourceItem], config: RayConfig, *,
-                    video: bool = False) -> Iterator[list[dict[str, Any]]]:
-    """Run the job as Ray tasks; yield each task's records (rows of :func:`_record_row`), in input order.
+def _in_input_order(function: Callable[..., Any], calls: Iterable[tuple[Any, ...]], workers: int,
+                    cpus: float) -> Iterator[Any]:
+    """Run ``function(*call)`` for each call as a Ray task; yield their results in the calls' order.
 
-    Plans the job at once (inputs Ray cannot run raise :class:`UsageError` here); the tasks start as the
-    batches are taken, up to ``TASKS_PER_WORKER + 1`` per worker submitted at once (the one the driver waits for
-    included), so that a worker's next task is already at its node when one ends. A task
-    whose worker process or node dies runs again (:data:`TASK_RETRIES` times); one that raises fails the job.
-    The tasks of a driver that exits (interrupted) end with it; a driver that stops taking batches and lives on
-    leaves its queued tasks to finish (``ray.cancel`` races with a task's end in Ray 2.60 and can crash the
+    The tasks start as the results are taken, up to ``TASKS_PER_WORKER + 1`` per worker submitted at once (the
+    one the driver waits for included), so that a worker's next task is already at its node when one ends. A
+    task whose worker process or node dies runs again (:data:`TASK_RETRIES` times); one that raises fails the
+    job. The tasks of a driver that exits (interrupted) end with it; a driver that stops taking results and lives
+    on leaves its submitted tasks to finish (``ray.cancel`` races with a task's end in Ray 2.60 and can crash the
     driver). Connect first (:func:`connect`).
     """
     import ray  # noqa: PLC0415 - the optional ray extra
 
-    tasks, workers, cpus, threads = _plan(items, config, video)
-    analyse = ray.remote(analyse_inputs).options(num_cpus=cpus, max_retries=TASK_RETRIES, retry_exceptions=False)
-    config_ref = ray.put(config)
-
-    def batches() -> Iterator[list[dict[str, Any]]]:
-        queued: deque[ray.ObjectRef] = deque()  # in input order
-        ahead = iter(tasks)
-        while True:
-            room = workers * (TASKS_PER_WORKER + 1) - len(queued)
-            queued.extend(analyse.remote(task, config_ref, video, threads) for task in islice(ahead, room))
-            if not queued:
-                return
-            yield ray.get(queued[0])
-            queued.popleft()
-
-    return batches()
-
-
-def records(items: Sequence[SourceItem], config: RayConfig, *, video: bool = False) -> ray.data.Dataset:
-    """The job as a Ray dataset of its records (for :func:`write_parts`), in input order: one row per photo, or
-    per sampled video frame.
-
-    Columns: ``index`` (the input's place in ``items``), ``source``, ``status``, ``error``, ``width``,
-    ``height``, ``frame``, ``time_s``, ``duration_s`` (video only, else empty), ``faces`` (JSON: a list of the
-    JSON writers' face objects, ``{face, box: {x, y, w, h}, det_score, emotion, confidence, probabilities:
-    {class: probability}}``, unrounded, and a ``track`` on each face of a video; see
-    :func:`fer_batch.outputs.writers.face_to_dict`). Connect first (:func:`connect`).
-    """
-    import pyarrow as pa  # noqa: PLC0415 - the optional ray extra
-
-    data = _require_ray_data()
-    context = data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # rows come out in input order, as in a local run
-    context.enable_progress_bars = False  # the driver's own progress bar counts the rows as they come
-    tasks, workers, cpus, threads = _plan(items, config, video)
-    schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in _INPUT_FIELDS])
-    # Ray Data warns when a job has fewer batches than tasks may run at once (one photo): nothing to act on.
-    warnings.filterwarnings("ignore", "The maximum number of concurrent tasks", UserWarning, "ray.data")
-    blocks = [pa.Table.from_pylist(task, schema=schema) for task in tasks] or [schema.empty_table()]
-    # Tasks, not actors: a task whose worker or node dies is run again elsewhere (Ray Data's max_retries=-1 for
-    # system errors), where an actor pool waits for its dead actor to come back on a node that may be gone.
-    return data.from_arrow(blocks).map_batches(
-        analyse_batch, fn_kwargs={"config": config, "video": video, "threads": threads},
-        batch_size=max(1, len(tasks[0]) if tasks else 1), batch_format="pyarrow",
-        compute=data.TaskPoolStrategy(size=workers), num_cpus=cpus)
+    task = ray.remote(function).options(num_cpus=cpus, max_retries=TASK_RETRIES, retry_exceptions=False)
+    submitted: deque[ray.ObjectRef] = deque()  # in the calls' order
+    ahead = iter(calls)
+    while True:
+        submitted.extend(task.remote(*call) for call in islice(ahead, workers * (TASKS_PER_WORKER + 1)
+                                                                  - len(submitted)))
+        if not submitted:
+            return
+        try:
+            result = ray.get(submitted[0])
+        except Exception as exc:
+            last_line = (str(exc).strip().splitlines() or [""])[-1]  # Ray's errors carry the remote traceback
+            raise RayJobError(f"the Ray job failed: {type(exc).__name__}: {last_line}") from exc
+        submitted.popleft()
+        yield result
 
 
 class RayJobError(FerBatchError):
@@ -393,7 +359,12 @@ def ray_outcomes(items: Sequence[SourceItem], config: RayConfig, *, video: bool 
     A job that fails on the way raises :class:`RayJobError`.
     """
     connect(config.address)
-    return _outcomes(_record_batches(items, config, video=video), items)
+    import ray  # noqa: PLC0415 - the optional ray extra
+
+    tasks, workers, cpus, threads = _plan(items, config, video)
+    shared = ray.put(config)
+    calls = ((task, shared, video, threads) for task in tasks)
+    return _outcomes(_in_input_order(analyse_inputs, calls, workers, cpus), items)
 
 
 def _outcomes(batches: Iterator[list[dict[str, Any]]], items: Sequence[SourceItem]) -> Iterator[Outcome]:
@@ -402,11 +373,7 @@ def _outcomes(batches: Iterator[list[dict[str, Any]]], items: Sequence[SourceIte
     ended = 0  # inputs whose SourceEnd has been yielded
     try:
         while True:
-            try:
-                batch = next(batches, None)
-            except Exception as exc:
-                last_line = (str(exc).strip().splitlines() or [""])[-1]  # Ray's errors carry the remote traceback
-                raise RayJobError(f"the Ray job failed: {type(exc).__name__}: {last_line}") from exc
+            batch = next(batches, None)
             if batch is None:
                 break
             for row in batch:
@@ -425,46 +392,37 @@ def _outcomes(batches: Iterator[list[dict[str, Any]]], items: Sequence[SourceIte
         ended += 1
 
 
-def _face_rows(table: pa.Table, class_names: Sequence[str], video: bool) -> pa.Table:
-    """Per-face rows (the CSV layout, typed) of a batch of records, for :func:`write_parts`."""
-    import pyarrow as pa  # noqa: PLC0415 - in a Ray worker
-
-    from fer_batch.outputs.writers import face_rows, parquet_schema  # noqa: PLC0415
-
-    rows = [r for row in table.to_pylist() for r in face_rows(to_result(row), class_names, video)]
-    return pa.Table.from_pylist(rows, schema=parquet_schema(class_names, video))
-
-
 def write_parts(items: Sequence[SourceItem], config: RayConfig, class_names: Sequence[str], folder: Path,
                 fmt: OutputFormat, *, video: bool = False) -> RunSummary:
-    """Run the job on Ray and let Ray write its part files into ``folder``: one row per face (every input
-    with its status row), the CSV columns, in Parquet, CSV or JSON Lines (``fmt``). Returns the run's summary
-    (its exit code is a local run's)."""
-    from fer_batch.engines.run import RunSummary  # noqa: PLC0415
-    from fer_batch.outputs.writers import OutputFormat  # noqa: PLC0415
+    """Run the job on Ray, each task writing its rows as one part file into ``folder``: one row per face (every
+    input with its status row), the CSV columns, in Parquet, CSV or JSON Lines (``fmt``; see
+    :func:`write_part_file`). The parts are named in input order (``part-00000.parquet``, ...). Returns the run's
+    summary (its exit code is a local run's); an interrupted run keeps the parts finished so far."""
+    import ray  # noqa: PLC0415 - the optional ray extra
 
-    save_mode = _require_ray_data().SaveMode
+    from fer_batch.engines.run import RunSummary  # noqa: PLC0415
 
     connect(config.address)
+    tasks, workers, cpus, threads = _plan(items, config, video)
+    if folder.is_dir():  # an interrupted run's half-written parts (hidden names of this engine's own)
+        for partial in folder.glob(f".part-*{PARTIAL_SUFFIX}"):
+            partial.unlink(missing_ok=True)
+    shared = ray.put(config)
+    digits = max(5, len(str(len(tasks) - 1)))
+    calls = ((task, shared, video, threads, tuple(class_names), str(folder / f"part-{n:0{digits}d}.{fmt.value}"),
+              fmt.value) for n, task in enumerate(tasks))
     summary = RunSummary()
+    parts = _in_input_order(write_part, calls, workers, cpus)
     try:
-        done = records(items, config, video=video).materialize()  # records only (no pixels): counted, then written
-        for batch in done.select_columns(["status", "faces"]).iter_batches(batch_format="pyarrow", batch_size=None):
-            for status, faces in zip(_column(batch, "status"), _column(batch, "faces")):
+        for task, records in zip(tasks, parts, strict=False):
+            for status, faces in records:
                 summary.counts[Status(status)] += 1
-                summary.faces += len(json.loads(faces))
-        summary.inputs = len(items)
-        rows = done.map_batches(_face_rows, fn_kwargs={"class_names": tuple(class_names), "video": video},
-                                batch_format="pyarrow", num_cpus=PART_CPUS)
-        mode = save_mode.APPEND  # never OVERWRITE, which empties the whole folder: the CLI removed the old parts
-        if fmt is OutputFormat.PARQUET:
-            rows.write_parquet(str(folder), mode=mode)
-        elif fmt is OutputFormat.CSV:
-            rows.write_csv(str(folder), mode=mode)
-        else:
-            rows.write_json(str(folder), mode=mode)
+                summary.faces += faces
+            summary.inputs += len(task)
     except KeyboardInterrupt:
         summary.interrupted = True
+    finally:
+        parts.close()
     return summary
 
 
