@@ -29,7 +29,7 @@ from typing import Self
 
 LOOPBACK = "127.0.0.1"
 RAY = str(Path(sys.executable).with_name("ray"))  # the `ray` command of this environment
-TASK_TITLE = b"ray::analyse_inputs"  # a Ray worker's title while it runs a task of the job
+TASK_TITLE = (b"ray::analyse_inputs", b"ray::write_part")  # a Ray worker's title while it runs a task of the job
 # A killed node is declared dead after a few missed health checks (Ray's defaults wait about half a minute).
 FAST_HEALTH_CHECKS = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "500",
                       "RAY_health_check_timeout_ms": "500", "RAY_health_check_failure_threshold": "3"}

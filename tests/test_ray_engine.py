@@ -18,7 +18,7 @@ from fer_batch.inputs.frames import Analysed, FrameSource, SourceEnd
 from fer_batch.model_file import read_info
 from fer_batch.models import resolve_model
 from fer_batch.records import FrameResult, Status
-from tests.conftest import REPO, SAMPLE_MEDIA, shared_path
+from tests.conftest import REPO, SAMPLE_MEDIA, shared_path, with_default_sigint
 
 ray = pytest.importorskip("ray", reason='--engine ray needs the ray extra: pip install "fer-batch[ray]"')
 pq = pytest.importorskip("pyarrow.parquet", reason="comes with the ray extra")
@@ -273,3 +273,41 @@ def test_a_task_that_raises_or_crashes_every_worker_fails_the_job_clearly(cluste
     assert TASK_RETRIES < 20 and time.monotonic() - began < 120
     assert [o.result.status for o in ray_outcomes(items, RayConfig(model=MODEL))  # the cluster goes on
             if isinstance(o, Analysed)] == [Status.OK]
+
+
+def test_an_interrupted_parts_run_leaves_whole_parts_and_a_rerun_writes_them_all(cluster: str,
+                                                                                  tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    originals = sorted(SAMPLE_MEDIA.glob("*.[jp][pn]g"))
+    for i in range(96):  # 4 tasks of 24 photos on one worker
+        os.link(originals[i % len(originals)], photos / f"photo_{i:03d}{originals[i % len(originals)].suffix}")
+    parts = tmp_path / "parts"
+    common = ["--engine", "ray", "--ray-address", cluster, "--model", MODEL, "--workers", "1", "--quiet",
+              "--out", f"{parts}/", "--format", "csv"]
+    run = subprocess.Popen(with_default_sigint([sys.executable, "-m", "fer_batch", "images", str(photos), *common]),
+                           cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (parts.is_dir() and any(p.suffix == ".csv" for p in parts.iterdir())):
+            assert time.monotonic() < deadline, "no part written"
+            time.sleep(0.02)
+        run.send_signal(signal.SIGINT)  # Ctrl-C
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 130, stderr
+    assert "the part files written so far are in" in stderr and "Traceback" not in stderr
+    written = sorted(p for p in parts.iterdir() if not p.name.startswith("."))
+    assert written and all(p.name.startswith("part-") for p in written)
+    sources = [line.split(",")[0] for part in written for line in part.read_text().splitlines()[1:]]
+    assert 0 < len(set(sources)) < 96  # whole parts of the photos finished so far
+
+    (parts / ".part-00003.csv.partial").write_text("cut off")  # as a killed task leaves it
+    proc = _fer_batch("images", photos, *common, "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in parts.iterdir()) == [f"part-{i:05d}.csv" for i in range(4)]
+    whole = _fer_batch("images", photos, "--model", MODEL, "--quiet", "--out", tmp_path / "rows.csv")
+    assert whole.returncode == 0, whole.stderr
+    assert [line for part in sorted(parts.iterdir()) for line in part.read_text().splitlines()[1:]] == \
+        (tmp_path / "rows.csv").read_text().splitlines()[1:]
