@@ -18,7 +18,7 @@ from fer_batch.inputs.frames import Analysed, FrameSource, SourceEnd
 from fer_batch.model_file import read_info
 from fer_batch.models import resolve_model
 from fer_batch.records import FrameResult, Status
-from tests.conftest import REPO, SAMPLE_MEDIA, shared_path, with_default_sigint
+from tests.conftest import REPO, SAMPLE_MEDIA, interrupt_when, shared_path
 
 ray = pytest.importorskip("ray", reason='--engine ray needs the ray extra: pip install "fer-batch[ray]"')
 pq = pytest.importorskip("pyarrow.parquet", reason="comes with the ray extra")
@@ -285,18 +285,9 @@ def test_an_interrupted_parts_run_leaves_whole_parts_and_a_rerun_writes_them_all
     parts = tmp_path / "parts"
     common = ["--engine", "ray", "--ray-address", cluster, "--model", MODEL, "--workers", "1", "--quiet",
               "--out", f"{parts}/", "--format", "csv"]
-    run = subprocess.Popen(with_default_sigint([sys.executable, "-m", "fer_batch", "images", str(photos), *common]),
-                           cwd=REPO, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (parts.is_dir() and any(p.suffix == ".csv" for p in parts.iterdir())):
-            assert time.monotonic() < deadline, "no part written"
-            time.sleep(0.02)
-        run.send_signal(signal.SIGINT)  # Ctrl-C
-        _, stderr = run.communicate(timeout=60)
-    finally:
-        run.kill()
-    assert run.returncode == 130, stderr
+    code, stderr = interrupt_when(["images", str(photos), *common],
+                                  lambda: parts.is_dir() and any(p.suffix == ".csv" for p in parts.iterdir()))
+    assert code == 130, stderr
     assert "the part files written so far are in" in stderr and "Traceback" not in stderr
     written = sorted(p for p in parts.iterdir() if not p.name.startswith("."))
     assert written and all(p.name.startswith("part-") for p in written)
