@@ -257,7 +257,9 @@ def _faces_json(faces: Iterable[FaceResult]) -> str:
 
 
 def _record_row(index: int, result: FrameResult) -> dict[str, Any]:
-    """One record as a row of the job's dataset (photos leave ``frame``, ``time_s`` and ``duration_s`` empty)."""
+    """One record as a task returns it to the driver: ``index`` (its input's place in the job), ``source``,
+    ``status``, ``error``, ``width``, ``height``, ``frame``, ``time_s``, ``duration_s`` (photos leave these three
+    empty) and ``faces`` (JSON, see :func:`_faces_json`)."""
     duration = result.extra.get("duration_s")
     return {"index": index, "source": result.source, "status": result.status.value, "error": result.error,
             "width": result.width, "height": result.height, "frame": result.frame, "time_s": result.time_s,
@@ -268,8 +270,8 @@ def _record_row(index: int, result: FrameResult) -> dict[str, Any]:
 # -- the driver ---------------------------------------------------------------------------------------------
 
 def to_result(row: dict[str, Any]) -> FrameResult:
-    """A record of the Ray job (one row of :func:`records`) as the :class:`FrameResult` a local run yields."""
-    from fer_batch.outputs.writers import face_from_dict  # noqa: PLC0415 - also in a Ray worker (write_parts)
+    """A record as a task returns it (:func:`_record_row`) as the :class:`FrameResult` a local run yields."""
+    from fer_batch.outputs.writers import face_from_dict  # noqa: PLC0415
 
     faces = tuple(face_from_dict(f) for f in json.loads(row["faces"]))
     extra = {"duration_s": row["duration_s"]} if row.get("duration_s") is not None else {}
