@@ -373,22 +373,16 @@ def _outcomes(batches: Iterator[list[dict[str, Any]]], items: Sequence[SourceIte
     from fer_batch.inputs.frames import Analysed, SourceEnd  # noqa: PLC0415
 
     ended = 0  # inputs whose SourceEnd has been yielded
-    try:
-        while True:
-            batch = next(batches, None)
-            if batch is None:
-                break
-            for row in batch:
-                while ended < row["index"]:  # the inputs before this row are finished
-                    yield SourceEnd(items[ended].source)
-                    ended += 1
-                result = to_result(row)
-                if result.status is Status.ERROR:
-                    where = f" (frame {result.frame})" if result.frame is not None else ""
-                    log.warning("%s%s: %s", result.source, where, result.error)
-                yield Analysed(result)
-    finally:
-        batches.close()  # taken no further (interrupted, or a sink failed): no more tasks are started
+    for batch in batches:
+        for row in batch:
+            while ended < row["index"]:  # the inputs before this row are finished
+                yield SourceEnd(items[ended].source)
+                ended += 1
+            result = to_result(row)
+            if result.status is Status.ERROR:
+                where = f" (frame {result.frame})" if result.frame is not None else ""
+                log.warning("%s%s: %s", result.source, where, result.error)
+            yield Analysed(result)
     while ended < len(items):
         yield SourceEnd(items[ended].source)
         ended += 1
@@ -423,8 +417,6 @@ def write_parts(items: Sequence[SourceItem], config: RayConfig, class_names: Seq
             summary.inputs += len(task)
     except KeyboardInterrupt:
         summary.interrupted = True
-    finally:
-        parts.close()
     return summary
 
 
